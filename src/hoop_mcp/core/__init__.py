@@ -1,0 +1,1 @@
+"""The pipeline's core. Knows nothing of mcp, psycopg, kubernetes or git (a test enforces this)."""
