@@ -1,0 +1,504 @@
+"""PostgreSQL backend: classify with pglast, estimate with EXPLAIN, execute with defence in depth.
+
+Defences, in order: the classifier refuses stacked statements and the policy decides on the parse
+tree; then execution sends exactly one statement over the extended protocol (which refuses several
+statements), inside ``BEGIN READ ONLY`` for reads, with ``statement_timeout``, ``lock_timeout`` and
+``idle_in_transaction_session_timeout`` set locally, ``search_path`` pinned, an optional
+least-privilege role for reads, row and byte caps, and ``DISCARD ALL`` before a pooled connection is
+reused, so nothing of one call's session state survives into the next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import logging
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio.to_thread
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import JsonValue
+
+from hoop_mcp.backends.sql_classify import SqlClassification, classify_sql
+from hoop_mcp.backends.sql_masked_use import find_masked_column_uses
+from hoop_mcp.config import PostgresConnection
+from hoop_mcp.core.backend import PlannedCall, ResultColumn, TableResult
+from hoop_mcp.core.errors import BackendRejected, BackendUnavailable, InvalidInput
+from hoop_mcp.core.models import Decision, Plan, Verdict
+
+log = logging.getLogger(__name__)
+
+_READ_EFFECTS = frozenset({"read"})
+_EXPLAINABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE")
+_STREAM_CHUNK = 256
+
+
+def _to_json(value: Any) -> JsonValue:
+    """Convert a psycopg value to a JSON value, keeping its meaning (exact numerics as strings)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value  # type: ignore[no-any-return]
+    conv = _CONVERTERS.get(type(value))
+    if conv is not None:
+        return conv(value)
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
+def _float(value: float) -> JsonValue:
+    return value if math.isfinite(value) else str(value)
+
+
+_CONVERTERS: dict[type, Callable[[Any], JsonValue]] = {
+    float: _float,
+    decimal.Decimal: str,
+    dt.datetime: lambda v: v.isoformat(),
+    dt.date: lambda v: v.isoformat(),
+    dt.time: lambda v: v.isoformat(),
+    dt.timedelta: str,
+    uuid.UUID: str,
+}
+
+
+def _cell_size(value: JsonValue) -> int:
+    if isinstance(value, str):
+        return len(value) + 2
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    return len(str(value))
+
+
+class PostgresBackend:
+    """One configured PostgreSQL connection."""
+
+    kind = "postgres"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: PostgresConnection,
+        conninfo: str,
+        masked_columns: Mapping[str, frozenset[str]] | None = None,
+        allow_masked_predicates: bool = False,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._masked = dict(masked_columns or {})
+        self._allow_predicates = allow_masked_predicates
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=0,
+            max_size=settings.pool_size,
+            open=False,
+            timeout=settings.connect_timeout_s,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(settings.connect_timeout_s))},
+            configure=self._configure,
+            reset=self._reset,
+            check=ConnectionPool.check_connection,
+            name=f"hoop-{name}",
+        )
+        self._opened = False
+
+    # -- pool --------------------------------------------------------------------------------------
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            sql.SQL("SET application_name = 'hoop-mcp'; SET search_path = {}").format(
+                sql.Identifier(self.settings.schema_name)
+            )
+        )
+
+    def _reset(self, conn: psycopg.Connection[Any]) -> None:
+        # Everything a call may have changed in the session (settings, role, prepared statements,
+        # temp tables, advisory locks, LISTEN) is discarded before the connection is reused.
+        conn.execute("DISCARD ALL")
+        self._configure(conn)
+
+    def _ensure_open(self) -> None:
+        if not self._opened:
+            self._pool.open(wait=False)
+            self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            await anyio.to_thread.run_sync(self._pool.close)
+            self._opened = False
+
+    # -- planning ----------------------------------------------------------------------------------
+    async def plan(self, *, tool: str, arguments: Mapping[str, JsonValue]) -> PlannedCall:
+        if tool == "query_db":
+            return self._plan_query(arguments)
+        if tool == "list_tables":
+            return PlannedCall(
+                plan=Plan(effect="read", effects=("read",), command="LIST TABLES", summary="list tables"),
+                private={"op": "list_tables"},
+            )
+        if tool == "describe_table":
+            table = _qualify_table(arguments.get("table"), self.settings.schema_name)
+            return PlannedCall(
+                plan=Plan(
+                    effect="read",
+                    effects=("read",),
+                    command="DESCRIBE",
+                    relations_read=(table,),
+                    summary=f"describe {table}",
+                ),
+                private={"op": "describe_table", "table": table},
+            )
+        raise InvalidInput(f"the postgres backend has no tool {tool!r}")
+
+    def _plan_query(self, arguments: Mapping[str, JsonValue]) -> PlannedCall:
+        text = arguments.get("sql")
+        if not isinstance(text, str):
+            raise InvalidInput("'sql' must be a string", details={"rule_id": "sql.invalid_type"})
+        cls = classify_sql(text, default_schema=self.settings.schema_name, max_bytes=self.settings.max_sql_bytes)
+        plan = Plan(
+            effect=str(cls.effect),
+            effects=tuple(str(e) for e in cls.effects),
+            command=cls.command,
+            relations_read=cls.relations_read,
+            relations_written=cls.relations_written,
+            functions=cls.functions,
+            flags=cls.flags,
+            statement=text,
+            summary=_summary(cls),
+        )
+        refusal = None
+        if self._masked:
+            uses = find_masked_column_uses(
+                text,
+                self._masked,
+                allow_predicates=self._allow_predicates,
+                default_schema=self.settings.schema_name,
+            )
+            if uses:
+                first = uses[0]
+                refusal = Decision(
+                    verdict=Verdict.DENY,
+                    rule_id=f"masking.{first.clause}",
+                    reason=first.message,
+                    matched=tuple(sorted({f"masking.{u.clause}" for u in uses})),
+                )
+        return PlannedCall(plan=plan, refusal=refusal, private={"op": "query", "classification": cls})
+
+    async def estimate(self, planned: PlannedCall) -> PlannedCall:
+        cls = planned.private.get("classification")
+        if not isinstance(cls, SqlClassification) or cls.effect not in ("read", "write"):
+            return planned
+        if not cls.command.upper().startswith(_EXPLAINABLE) or "explain_analyze" in cls.flags:
+            return planned
+        estimate = await self._run(lambda: self._explain(planned.plan.statement or ""))
+        plan = planned.plan.model_copy(update={"estimate": estimate})
+        return PlannedCall(plan=plan, refusal=planned.refusal, private=planned.private)
+
+    def _explain(self, statement: str) -> dict[str, JsonValue]:
+        with self._txn(read_only=True) as conn:
+            row = conn.cursor().execute(("EXPLAIN (FORMAT JSON) " + statement).encode(), binary=True)
+            doc = row.fetchone()
+            conn.execute("ROLLBACK")
+        top = doc[0][0]["Plan"] if doc else {}
+        node = top
+        if node.get("Node Type") == "ModifyTable" and node.get("Plans"):
+            node = node["Plans"][0]
+        return {
+            "rows": int(node.get("Plan Rows", 0)),
+            "total_cost": float(top.get("Total Cost", 0.0)),
+            "node": str(top.get("Node Type", "")),
+        }
+
+    # -- execution ---------------------------------------------------------------------------------
+    async def execute(self, planned: PlannedCall) -> TableResult:
+        op = planned.private.get("op")
+        if op == "query":
+            return await self._run(lambda: self._execute_query(planned))
+        if op == "list_tables":
+            return await self._run(self._list_tables)
+        if op == "describe_table":
+            return await self._run(lambda: self._describe(str(planned.private["table"])))
+        raise InvalidInput("unknown operation")
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        self._ensure_open()
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except PoolTimeout:
+            raise BackendUnavailable(
+                f"connection {self.name!r}: the database cannot be reached right now",
+                hint="nothing was executed; retry later or ask an operator to check the database",
+            ) from None
+        except psycopg.errors.QueryCanceled:
+            raise BackendRejected(
+                f"the statement was cancelled after {self.settings.statement_timeout_ms} ms (statement_timeout)",
+                hint="narrow the query (WHERE, LIMIT) or ask for a higher timeout",
+                details={"sqlstate": "57014"},
+            ) from None
+        except psycopg.errors.LockNotAvailable:
+            raise BackendRejected(
+                f"a lock was not granted within {self.settings.lock_timeout_ms} ms (lock_timeout)",
+                details={"sqlstate": "55P03"},
+            ) from None
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailable(
+                f"connection {self.name!r} failed: {_first_line(exc)}",
+                hint="if this was a write, its outcome is unknown: check before retrying",
+            ) from None
+        except psycopg.Error as exc:
+            diag = exc.diag
+            message = diag.message_primary or _first_line(exc)
+            parts = [f"PostgreSQL rejected the statement: {message}"]
+            if diag.message_detail:
+                parts.append(f"detail: {diag.message_detail}")
+            if diag.message_hint:
+                parts.append(f"hint: {diag.message_hint}")
+            raise BackendRejected("; ".join(parts), details={"sqlstate": exc.sqlstate or ""}) from None
+
+    def _txn(self, *, read_only: bool) -> _Txn:
+        return _Txn(self, read_only=read_only)
+
+    def _execute_query(self, planned: PlannedCall) -> TableResult:
+        cls = planned.private["classification"]
+        assert isinstance(cls, SqlClassification)
+        read_only = cls.effect in _READ_EFFECTS
+        statement = (planned.plan.statement or "").encode("utf-8")
+        s = self.settings
+        with self._txn(read_only=read_only) as conn:
+            if self._masked:
+                self._check_views(conn, cls.relations_read)
+            cur = conn.cursor()
+            returns_rows = "returning" in cls.flags or cls.command.upper().startswith(
+                ("SELECT", "VALUES", "TABLE", "SHOW", "EXPLAIN", "WITH")
+            )
+            rows: list[list[JsonValue]] = []
+            total = 0
+            size = 0
+            truncated_reason: str | None = None
+            columns: tuple[ResultColumn, ...] = ()
+            if returns_rows:
+                try:
+                    for raw in cur.stream(statement, size=_STREAM_CHUNK):
+                        if not columns:
+                            columns = self._columns(conn, cur)
+                        total += 1
+                        if truncated_reason is not None:
+                            continue
+                        row = [_to_json(v) for v in raw]
+                        row_size = sum(_cell_size(c) for c in row)
+                        if total > s.max_rows:
+                            truncated_reason = "max_rows"
+                        elif size + row_size > s.max_bytes:
+                            truncated_reason = "max_bytes"
+                        else:
+                            rows.append(row)
+                            size += row_size
+                            continue
+                        if read_only:
+                            break
+                except psycopg.ProgrammingError as exc:
+                    if "didn't produce a result" not in str(exc):
+                        raise
+                if truncated_reason is not None and read_only:
+                    conn.cancel_safe()
+                    _drain(conn)
+                if not columns and cur.description:
+                    columns = self._columns(conn, cur)
+                status = cur.statusmessage or ""
+            else:
+                cur.execute(statement, binary=True)
+                total = max(cur.rowcount, 0)
+                status = cur.statusmessage or ""
+            conn.execute("ROLLBACK" if read_only else "COMMIT")
+        if truncated_reason is not None and read_only:
+            status = f"{cls.command} (stopped after {len(rows)} rows)"
+        return TableResult(
+            columns=columns,
+            rows=rows,
+            row_count=total if not (truncated_reason and read_only) else len(rows) + 1,
+            truncated=truncated_reason is not None,
+            truncated_reason=truncated_reason,
+            command_status=status,
+        )
+
+    def _columns(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> tuple[ResultColumn, ...]:
+        desc = cur.description or []
+        res = cur.pgresult
+        origins: list[tuple[int, int]] = []
+        if res is not None:
+            origins = [(res.ftable(i), res.ftablecol(i)) for i in range(res.nfields)]
+        lookup: dict[tuple[int, int], str] = {}
+        wanted = [(o, a) for o, a in origins if o]
+        if wanted:
+            rows = conn.execute(
+                "SELECT a.attrelid::int8, a.attnum::int4, n.nspname, c.relname, a.attname"
+                " FROM pg_catalog.pg_attribute a"
+                " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE (a.attrelid::int8, a.attnum::int4) IN"
+                " (SELECT * FROM unnest(%s::int8[], %s::int4[]))",
+                ([o for o, _ in wanted], [a for _, a in wanted]),
+            ).fetchall()
+            lookup = {(int(r[0]), int(r[1])): f"{r[2]}.{r[3]}.{r[4]}" for r in rows}
+        out = []
+        for i, d in enumerate(desc):
+            src = lookup.get(origins[i]) if i < len(origins) and origins[i][0] else None
+            tname = conn.adapters.types.get(d.type_code)
+            out.append(ResultColumn(name=d.name, type=tname.name if tname else str(d.type_code), source=src))
+        return tuple(out)
+
+    def _check_views(self, conn: psycopg.Connection[Any], relations: tuple[str, ...]) -> None:
+        """Refuse reads of views that expose masked columns (their metadata names the view)."""
+        if not relations:
+            return
+        masked = [(rel, col) for rel, cols in self._masked.items() for col in cols]
+        rows = conn.execute(
+            "SELECT DISTINCT v.rel, dep_n.nspname || '.' || dep_c.relname || '.' || a.attname"
+            " FROM unnest(%s::text[]) AS v(rel)"
+            " JOIN pg_catalog.pg_class vc ON vc.oid = to_regclass(v.rel)"
+            " JOIN pg_catalog.pg_rewrite r ON r.ev_class = vc.oid"
+            " JOIN pg_catalog.pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass"
+            " JOIN pg_catalog.pg_class dep_c ON dep_c.oid = d.refobjid"
+            " JOIN pg_catalog.pg_namespace dep_n ON dep_n.oid = dep_c.relnamespace"
+            " JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+            " WHERE vc.relkind IN ('v', 'm')",
+            (list(relations),),
+        ).fetchall()
+        wanted = {f"{rel}.{col}" for rel, col in masked}
+        for view, column in rows:
+            if column in wanted:
+                raise BackendRejected(
+                    f"{view} is a view over the masked column {column}; query the base table instead",
+                    details={"rule_id": "masking.view"},
+                )
+
+    def _list_tables(self) -> TableResult:
+        with self._txn(read_only=True) as conn:
+            rows = conn.execute(
+                "SELECT n.nspname, c.relname,"
+                " CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'"
+                " WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' END,"
+                " c.reltuples::int8, obj_description(c.oid, 'pg_class')"
+                " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relkind IN ('r','p','v','m','f')"
+                " AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_%%'"
+                " ORDER BY 1, 2"
+            ).fetchall()
+            conn.execute("ROLLBACK")
+        data: list[list[JsonValue]] = [
+            [f"{r[0]}.{r[1]}", r[2], max(int(r[3]), 0) if r[3] is not None else None, r[4]] for r in rows
+        ]
+        cols = (
+            ResultColumn("table", "text"),
+            ResultColumn("kind", "text"),
+            ResultColumn("estimated_rows", "int8"),
+            ResultColumn("comment", "text"),
+        )
+        return TableResult(columns=cols, rows=data, row_count=len(data), command_status=f"LIST {len(data)}")
+
+    def _describe(self, table: str) -> TableResult:
+        with self._txn(read_only=True) as conn:
+            rows = conn.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
+                " pg_get_expr(d.adbin, d.adrelid), col_description(a.attrelid, a.attnum),"
+                " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid"
+                "   AND i.indisprimary AND a.attnum = ANY(i.indkey))"
+                " FROM pg_catalog.pg_attribute a"
+                " LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+                " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"
+                " ORDER BY a.attnum",
+                (table,),
+            ).fetchall()
+            conn.execute("ROLLBACK")
+        if not rows:
+            raise BackendRejected(
+                f"no table or view named {table}", hint="call list_tables to see what exists",
+                details={"rule_id": "describe.not_found"},
+            )
+        data: list[list[JsonValue]] = [[r[0], r[1], bool(r[2]), r[3], r[4], bool(r[5])] for r in rows]
+        cols = (
+            ResultColumn("column", "text"),
+            ResultColumn("type", "text"),
+            ResultColumn("nullable", "bool"),
+            ResultColumn("default", "text"),
+            ResultColumn("comment", "text"),
+            ResultColumn("primary_key", "bool"),
+        )
+        return TableResult(columns=cols, rows=data, row_count=len(data), command_status=f"DESCRIBE {table}")
+
+
+class _Txn:
+    """Check out a pooled connection and open a transaction with every per-call guard set."""
+
+    def __init__(self, backend: PostgresBackend, *, read_only: bool) -> None:
+        self._backend = backend
+        self._read_only = read_only
+        self._cm: Any = None
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        b = self._backend
+        s = b.settings
+        self._cm = b._pool.connection()
+        conn: psycopg.Connection[Any] = self._cm.__enter__()
+        try:
+            guards = sql.SQL(
+                "BEGIN {mode}; SET LOCAL statement_timeout = {st}; SET LOCAL lock_timeout = {lt};"
+                " SET LOCAL idle_in_transaction_session_timeout = {it}; SET LOCAL search_path = {sp}"
+            ).format(
+                mode=sql.SQL("READ ONLY" if self._read_only else "READ WRITE"),
+                st=sql.Literal(s.statement_timeout_ms),
+                lt=sql.Literal(s.lock_timeout_ms),
+                it=sql.Literal(s.idle_in_transaction_timeout_ms),
+                sp=sql.Identifier(s.schema_name),
+            )
+            if self._read_only and s.read_role:
+                guards = sql.SQL("{}; SET LOCAL ROLE {}").format(guards, sql.Identifier(s.read_role))
+            conn.execute(guards)
+        except BaseException:
+            self._cm.__exit__(None, None, None)
+            raise
+        return conn
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        # On return, the pool rolls back any transaction still open and runs ``_reset``.
+        self._cm.__exit__(et, ev, tb)
+
+
+def _drain(conn: psycopg.Connection[Any]) -> None:
+    """After a cancel, consume what is left so the connection is usable for ROLLBACK."""
+    pgconn = conn.pgconn
+    while pgconn.get_result() is not None:
+        pass
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _summary(cls: SqlClassification) -> str:
+    parts = [f"{cls.command} ({cls.effect})"]
+    if cls.relations_written:
+        parts.append("writes " + ", ".join(cls.relations_written))
+    if cls.relations_read:
+        parts.append("reads " + ", ".join(cls.relations_read))
+    if cls.flags:
+        parts.append("flags " + ", ".join(cls.flags))
+    return "; ".join(parts)
+
+
+def _qualify_table(value: object, schema: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200 or "\x00" in value:
+        raise InvalidInput("'table' must be a table name such as 'customers' or 'public.customers'")
+    parts = value.strip().split(".")
+    ok = all(p and p.replace("_", "a").replace("$", "a").isalnum() for p in parts)
+    if not ok or len(parts) > 2:
+        raise InvalidInput(f"{value!r} is not a valid table name (use schema.table or table)")
+    parts = [p.lower() for p in parts]
+    return ".".join(parts) if len(parts) == 2 else f"{schema}.{parts[0]}"

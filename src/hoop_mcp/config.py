@@ -1,0 +1,234 @@
+"""The server configuration file (``version: 1``): strict, typed, secrets by reference.
+
+Only the CLI reads files and the environment; the rest of the program receives these objects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+
+from hoop_mcp.core.errors import ConfigError
+from hoop_mcp.core.models import FrozenModel
+
+MAX_CONFIG_BYTES = 1 << 20
+_CONN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class SecretRef(FrozenModel):
+    """A secret given by reference: ``{env: NAME}`` or ``{file: PATH}``. Never a literal value."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+    def resolve(self, *, environ: Mapping[str, str], base_dir: Path) -> SecretStr:
+        if self.env is not None:
+            value = environ.get(self.env)
+            if value is None or not value.strip():
+                raise ConfigError(
+                    f"secret reference env:{self.env} is not set",
+                    hint=f"export {self.env}=... before starting hoop-mcp",
+                )
+            return SecretStr(value.strip())
+        assert self.file is not None
+        path = self.file if self.file.is_absolute() else base_dir / self.file
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"secret reference file:{path} cannot be read: {exc.strerror}") from None
+        if len(data) > 65536:
+            raise ConfigError(f"secret file {path} is larger than 64 KiB")
+        try:
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(f"secret file {path} is not UTF-8") from None
+        if not text:
+            raise ConfigError(f"secret file {path} is empty")
+        return SecretStr(text)
+
+
+class PostgresConnection(FrozenModel):
+    kind: Literal["postgres"] = "postgres"
+    description: str = ""
+    #: libpq connection string or URI, by reference (it usually holds the password).
+    dsn: SecretRef
+    #: Optional least-privilege role for reads (``SET LOCAL ROLE`` inside the read-only transaction).
+    read_role: str | None = None
+    #: Schema that unqualified names resolve to (``search_path`` is pinned to it).
+    schema_name: str = Field(default="public", alias="schema")
+    statement_timeout_ms: int = Field(default=5_000, ge=100, le=600_000)
+    lock_timeout_ms: int = Field(default=2_000, ge=10, le=600_000)
+    idle_in_transaction_timeout_ms: int = Field(default=10_000, ge=100, le=3_600_000)
+    max_rows: int = Field(default=1_000, ge=1, le=1_000_000)
+    max_bytes: int = Field(default=1_000_000, ge=1_024, le=256_000_000)
+    max_sql_bytes: int = Field(default=100_000, ge=64, le=10_000_000)
+    pool_size: int = Field(default=4, ge=1, le=64)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+    @field_validator("read_role", "schema_name")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z_][a-z0-9_$]{0,62}", value):
+            raise ValueError("must be a lower-case PostgreSQL identifier")
+        return value
+
+
+Connection = Annotated[PostgresConnection, Field(discriminator="kind")]
+
+
+class OidcIdentity(FrozenModel):
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
+    groups_claim: str = "groups"
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_refetch_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
+
+
+class StaticPrincipal(FrozenModel):
+    subject: str
+    groups: tuple[str, ...] = ()
+
+
+class IdentityConfig(FrozenModel):
+    """Who the stdio caller is: an OIDC token (verified on every call), or an unsafe static principal."""
+
+    oidc: OidcIdentity | None = None
+    #: Where the caller's token comes from (an env var or a file re-read on every call).
+    token: SecretRef | None = None
+    #: No token is verified: every call runs as this principal, marked UNSAFE in every record.
+    unsafe_static_principal: StaticPrincipal | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> IdentityConfig:
+        if self.unsafe_static_principal is not None:
+            if self.oidc is not None or self.token is not None:
+                raise ValueError("use either 'oidc' + 'token' or 'unsafe_static_principal', not both")
+        elif self.oidc is None or self.token is None:
+            raise ValueError("configure 'oidc' and 'token' (or, for local trials only, 'unsafe_static_principal')")
+        return self
+
+
+class AuditConfig(FrozenModel):
+    #: SQLite file (relative paths are relative to the config file).
+    sqlite_path: Path = Path("audit.db")
+
+
+class MaskingKeys(FrozenModel):
+    #: Key for the ``hash`` strategy. Without it a random key is made per process (tokens then
+    #: differ between runs).
+    hash_key: SecretRef | None = None
+
+
+class ServerConfig(FrozenModel):
+    version: Literal[1]
+    name: str = "hoop-mcp"
+    identity: IdentityConfig
+    policy_files: tuple[Path, ...] = Field(min_length=1)
+    audit: AuditConfig = AuditConfig()
+    masking: MaskingKeys = MaskingKeys()
+    connections: dict[str, Connection] = Field(min_length=1)
+
+    @field_validator("connections")
+    @classmethod
+    def _names(cls, value: dict[str, Connection]) -> dict[str, Connection]:
+        for name in value:
+            if not _CONN_NAME.match(name):
+                raise ValueError(f"connection name {name!r} must match {_CONN_NAME.pattern}")
+        return value
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<top level>"
+
+
+def format_validation_error(exc: ValidationError, *, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if p not in ("postgres",))
+        lines.append(f"  {_key_path(loc)}: {err['msg']}")
+    return "\n".join(lines)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (no YAML bombs) and with duplicate keys rejected."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML aliases are not allowed in hoop-mcp files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str, *, source: str) -> Any:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: file is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+
+
+def read_text_file(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: file is larger than {MAX_CONFIG_BYTES} bytes")
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text") from None
+
+
+def load_config(path: Path) -> ServerConfig:
+    data = load_yaml_text(read_text_file(path), source=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with 'version: 1'")
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=str(path))) from None
+
+
+def resolve_relative(path: Path, *, config_path: Path) -> Path:
+    return path if path.is_absolute() else (config_path.parent / path)
+
+
+def environ() -> Mapping[str, str]:
+    return os.environ

@@ -1,0 +1,65 @@
+"""The approval stage: what happens to a call whose verdict is ``confirm``.
+
+Today the only stage is user confirmation through the client (form elicitation): it proves that
+whoever runs the client said yes, not that a second person approved. Four-eyes approvals will be
+another implementation of :class:`ApprovalStage`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from hoop_mcp.core.models import Confirmation
+
+if TYPE_CHECKING:
+    from hoop_mcp.core.pipeline import Prepared
+
+
+class ApprovalStage(Protocol):
+    async def decide(self, prepared: Prepared) -> Confirmation:
+        """Return the confirmation for a prepared call. Must fail closed (``accepted=False``)."""
+        ...
+
+
+class AnsweredConfirmation:
+    """A confirmation the transport already obtained (the MCP layer asks before the tool body runs)."""
+
+    def __init__(self, confirmation: Confirmation) -> None:
+        self._confirmation = confirmation
+
+    async def decide(self, prepared: Prepared) -> Confirmation:
+        return self._confirmation
+
+
+class NoConfirmationChannel:
+    """Used when the client cannot be asked: every ``confirm`` verdict is refused."""
+
+    async def decide(self, prepared: Prepared) -> Confirmation:
+        return Confirmation(accepted=False, action="unsupported")
+
+
+def confirmation_prompt(prepared: Prepared) -> str:
+    """The exact text shown to the user. A pure function of the (masked) plan: no times, no ids."""
+    plan = prepared.plan_masked
+    decision = prepared.decision
+    assert plan is not None
+    lines = [
+        f"hoop-mcp: confirm this {prepared.tool} call on connection '{prepared.connection}'.",
+        f"Rule: {decision.rule_id} - {decision.reason}",
+        f"Effect: {plan.effect} ({plan.command})",
+    ]
+    if plan.relations_written:
+        lines.append("Writes: " + ", ".join(plan.relations_written))
+    if plan.relations_read:
+        lines.append("Reads: " + ", ".join(plan.relations_read))
+    if plan.estimate:
+        est = plan.estimate
+        lines.append(f"Estimate (EXPLAIN): about {est.get('rows')} row(s), cost {est.get('total_cost')}")
+    else:
+        lines.append("Estimate: not available")
+    if plan.flags:
+        lines.append("Flags: " + ", ".join(plan.flags))
+    lines.append("Statement:")
+    lines.append(plan.statement or "")
+    lines.append("Principal: " + (prepared.principal.label if prepared.principal else "unknown"))
+    return "\n".join(lines)

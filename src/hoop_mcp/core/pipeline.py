@@ -1,0 +1,448 @@
+"""The only place that knows the order: identity -> classify -> policy -> confirm -> execute -> mask -> record.
+
+``prepare`` never raises and never executes: it computes who, what and the decision (a value).
+``run`` writes the intent record (no record, no execution), enforces the decision, executes, masks
+and writes the outcome record. Every call, allowed or not, leaves both records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+from pydantic import JsonValue
+
+from hoop_mcp.core.approval import ApprovalStage, NoConfirmationChannel
+from hoop_mcp.core.audit import AuditLog, canonical_json
+from hoop_mcp.core.backend import Backend, PlannedCall, ResultColumn, TableResult
+from hoop_mcp.core.errors import (
+    AuditWriteError,
+    AuthenticationError,
+    BackendError,
+    HoopError,
+    InvalidInput,
+    MaskingError,
+)
+from hoop_mcp.core.masking import Masker
+from hoop_mcp.core.models import (
+    AuditEvent,
+    Confirmation,
+    Decision,
+    Outcome,
+    OutcomeStatus,
+    Plan,
+    Principal,
+    Verdict,
+)
+from hoop_mcp.core.policy import CallFacts, Policy, evaluate
+
+log = logging.getLogger(__name__)
+
+
+class IdentityProvider(Protocol):
+    async def current_principal(self) -> Principal:
+        """Who is calling now. Raises ``AuthenticationError``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedColumn:
+    name: str
+    type: str
+    source: str | None
+    masked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What the transport shows the agent. Everything in here is already masked."""
+
+    call_id: str
+    status: OutcomeStatus
+    decision: Decision
+    message: str
+    plan: Plan | None = None
+    columns: tuple[MaskedColumn, ...] = ()
+    rows: list[list[JsonValue]] = field(default_factory=list)
+    row_count: int = 0
+    truncated: bool = False
+    truncated_reason: str | None = None
+    command_status: str = ""
+    redactions: dict[str, int] = field(default_factory=dict)
+    confirmation: Confirmation | None = None
+    error_code: str | None = None
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A call with its identity, plan and decision computed; nothing executed or recorded yet."""
+
+    call_id: str
+    session_id: str
+    tool: str
+    connection: str | None
+    arguments_masked: dict[str, JsonValue]
+    arguments_digest: str
+    started: float
+    decision: Decision
+    principal: Principal | None = None
+    planned: PlannedCall | None = None
+    plan_masked: Plan | None = None
+    error: HoopError | None = None
+
+
+def digest(value: JsonValue) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        identity: IdentityProvider,
+        policy: Policy,
+        masker: Masker,
+        audit: AuditLog,
+        backends: Mapping[str, Backend],
+        scrub: Sequence[str] = (),
+    ) -> None:
+        self.identity = identity
+        self.policy = policy
+        self.masker = masker
+        self.audit = audit
+        self.backends = dict(backends)
+        # Exact secret values (database passwords, tokens) that must never leave, whatever masking
+        # detectors think of them. Longest first so overlapping secrets are fully replaced.
+        self._scrub = tuple(sorted({s for s in scrub if len(s) >= 4}, key=len, reverse=True))
+
+    # -- text hygiene ------------------------------------------------------------------------------
+    def scrub_text(self, text: str) -> str:
+        for secret in self._scrub:
+            if secret in text:
+                text = text.replace(secret, "[REDACTED:SECRET]")
+        return text
+
+    def safe_text(self, text: str) -> str:
+        """Scrub known secrets, then run every detector. Raises MaskingError."""
+        masked, _ = self.masker.mask_text(self.scrub_text(text))
+        return masked
+
+    def _safe_json(self, value: JsonValue) -> JsonValue:
+        if isinstance(value, str):
+            return self.safe_text(value)
+        if isinstance(value, list):
+            return [self._safe_json(v) for v in value]
+        if isinstance(value, dict):
+            return {self.safe_text(str(k)): self._safe_json(v) for k, v in value.items()}
+        return value
+
+    def _mask_arguments(self, arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+        try:
+            masked = self._safe_json(dict(arguments))
+        except MaskingError:
+            return {"withheld": "masking failed; arguments not recorded"}
+        assert isinstance(masked, dict)
+        return masked
+
+    def _mask_plan(self, plan: Plan) -> Plan:
+        statement = self.safe_text(plan.statement) if plan.statement else plan.statement
+        return plan.model_copy(update={"statement": statement, "summary": self.safe_text(plan.summary)})
+
+    # -- prepare -----------------------------------------------------------------------------------
+    async def prepare(
+        self,
+        *,
+        tool: str,
+        connection: str | None,
+        arguments: Mapping[str, JsonValue],
+        session_id: str,
+        call_id: str | None = None,
+    ) -> Prepared:
+        prepared = Prepared(
+            call_id=call_id or uuid.uuid4().hex,
+            session_id=session_id,
+            tool=tool,
+            connection=connection,
+            arguments_masked=self._mask_arguments(arguments),
+            arguments_digest=_safe_digest(arguments),
+            started=time.perf_counter(),
+            decision=Decision(verdict=Verdict.DENY, rule_id="pipeline.unprepared", reason="not evaluated"),
+        )
+        try:
+            await self._prepare(prepared, arguments)
+        except HoopError as exc:
+            prepared.error = exc
+            prepared.decision = _error_decision(exc)
+        except Exception as exc:  # noqa: BLE001 - prepare never raises; unknown -> deny
+            log.exception("call %s: unexpected error while preparing", prepared.call_id)
+            prepared.error = HoopError("internal error while preparing the call")
+            prepared.decision = Decision(
+                verdict=Verdict.DENY, rule_id="pipeline.internal_error", reason=f"internal error ({type(exc).__name__})"
+            )
+        return prepared
+
+    async def _prepare(self, prepared: Prepared, arguments: Mapping[str, JsonValue]) -> None:
+        prepared.principal = await self.identity.current_principal()
+        if prepared.connection is None or prepared.connection not in self.backends:
+            known = ", ".join(sorted(self.backends)) or "none"
+            raise InvalidInput(
+                f"unknown connection {prepared.connection!r}; configured connections: {known}",
+                details={"rule_id": "input.unknown_connection"},
+            )
+        backend = self.backends[prepared.connection]
+        planned = await backend.plan(tool=prepared.tool, arguments=arguments)
+        prepared.planned = planned
+        prepared.plan_masked = self._mask_plan(planned.plan)
+        if planned.refusal is not None:
+            prepared.decision = planned.refusal
+            return
+        facts = CallFacts(
+            tool=prepared.tool, connection=prepared.connection, principal=prepared.principal, plan=planned.plan
+        )
+        prepared.decision = evaluate(self.policy, facts)
+        if prepared.decision.verdict is Verdict.CONFIRM:
+            planned = await backend.estimate(planned)
+            prepared.planned = planned
+            prepared.plan_masked = self._mask_plan(planned.plan)
+
+    # -- run ---------------------------------------------------------------------------------------
+    async def run(self, prepared: Prepared, *, approval: ApprovalStage | None = None) -> CallResult:
+        """Record, enforce, execute, mask, record. Raises only ``AuditWriteError`` (nothing executed)."""
+        confirmation: Confirmation | None = None
+        decision = prepared.decision
+        if prepared.error is None and decision.verdict is Verdict.CONFIRM:
+            stage = approval or NoConfirmationChannel()
+            try:
+                confirmation = await stage.decide(prepared)
+            except Exception:  # noqa: BLE001 - the approval stage failing means no
+                log.exception("call %s: approval stage failed", prepared.call_id)
+                confirmation = Confirmation(accepted=False, action="error")
+
+        await self._record(prepared, "intent", confirmation=confirmation, outcome=None)
+
+        if prepared.error is not None or decision.verdict is Verdict.DENY:
+            return await self._finish_refused(prepared, confirmation)
+        if decision.verdict is Verdict.CONFIRM and (confirmation is None or not confirmation.accepted):
+            return await self._finish_declined(prepared, confirmation)
+
+        assert prepared.planned is not None and prepared.connection is not None
+        backend = self.backends[prepared.connection]
+        try:
+            table = await backend.execute(prepared.planned)
+        except BackendError as exc:
+            return await self._finish_error(prepared, confirmation, exc)
+        except Exception as exc:  # noqa: BLE001 - recorded, then a generic error for the agent
+            log.exception("call %s: backend failed", prepared.call_id)
+            return await self._finish_error(prepared, confirmation, HoopError(f"internal error ({type(exc).__name__})"))
+        try:
+            with anyio.CancelScope(shield=True):
+                result = self._mask_table(prepared, table)
+        except Exception:  # noqa: BLE001 - masking failure withholds the result (fail closed)
+            log.exception("call %s: masking failed; result withheld", prepared.call_id)
+            return await self._finish(
+                prepared,
+                confirmation,
+                Outcome(status=OutcomeStatus.WITHHELD, error_code="masking.failed", rule_id="masking.failed",
+                        reason="masking failed; the result was withheld"),
+                message=f"The statement ran but its result was withheld because masking failed (call {prepared.call_id}).",
+            )
+        outcome = Outcome(
+            status=OutcomeStatus.OK,
+            rule_id=decision.rule_id,
+            reason=decision.reason,
+            row_count=table.row_count,
+            truncated=table.truncated,
+            redactions=result.redactions,
+            result_digest=digest({"columns": [c.name for c in result.columns], "rows": result.rows}),  # type: ignore[dict-item]
+        )
+        await self._record(prepared, "outcome", confirmation=confirmation, outcome=outcome)
+        return CallResult(
+            call_id=prepared.call_id,
+            status=OutcomeStatus.OK,
+            decision=decision,
+            message=_ok_message(table, result.redactions),
+            plan=prepared.plan_masked,
+            columns=result.columns,
+            rows=result.rows,
+            row_count=table.row_count,
+            truncated=table.truncated,
+            truncated_reason=table.truncated_reason,
+            command_status=table.command_status,
+            redactions=result.redactions,
+            confirmation=confirmation,
+        )
+
+    def _mask_table(self, prepared: Prepared, table: TableResult) -> _Masked:
+        assert prepared.connection is not None
+        masked = self.masker.mask_rows(
+            connection=prepared.connection,
+            sources=[c.source for c in table.columns],
+            rows=table.rows,
+        )
+        rows = [list(r) for r in masked.rows]
+        if self._scrub:
+            rows = [[self.scrub_text(c) if isinstance(c, str) else c for c in r] for r in rows]
+        fully = set(masked.masked_columns)
+        columns = tuple(
+            MaskedColumn(name=self.safe_text(c.name), type=c.type, source=c.source, masked=i in fully)
+            for i, c in enumerate(table.columns)
+        )
+        return _Masked(columns=columns, rows=rows, redactions=dict(masked.redactions))
+
+    # -- endings -----------------------------------------------------------------------------------
+    async def _finish_refused(self, prepared: Prepared, confirmation: Confirmation | None) -> CallResult:
+        exc = prepared.error
+        d = prepared.decision
+        if isinstance(exc, InvalidInput):
+            status, code = OutcomeStatus.INVALID, exc.code
+            message = f"Invalid input ({d.rule_id}): {exc.public_message}. Nothing was executed."
+        elif isinstance(exc, AuthenticationError):
+            status, code = OutcomeStatus.DENIED, exc.code
+            message = f"Not authenticated ({d.rule_id}): {exc.public_message}. Nothing was executed."
+        elif exc is not None:
+            status, code = OutcomeStatus.ERROR, exc.code
+            message = f"The call could not be prepared ({d.rule_id}); nothing was executed. Call id {prepared.call_id}."
+        else:
+            status, code = OutcomeStatus.DENIED, None
+            message = f"Denied by rule '{d.rule_id}': {d.reason}. Nothing was executed."
+        outcome = Outcome(status=status, rule_id=d.rule_id, reason=d.reason, error_code=code)
+        return await self._finish(prepared, confirmation, outcome, message=message)
+
+    async def _finish_declined(self, prepared: Prepared, confirmation: Confirmation | None) -> CallResult:
+        d = prepared.decision
+        action = confirmation.action if confirmation else "unsupported"
+        if action == "unsupported":
+            message = (
+                f"Rule '{d.rule_id}' requires the user to confirm this call, but this client cannot show a "
+                "confirmation prompt (no form elicitation). Nothing was executed; ask the user to run it from "
+                "a client that supports elicitation, or ask an operator to change the policy."
+            )
+        else:
+            message = f"The user did not confirm ({action}) the call required by rule '{d.rule_id}'. Nothing was executed."
+        outcome = Outcome(status=OutcomeStatus.DECLINED, rule_id=d.rule_id, reason=f"confirmation {action}")
+        return await self._finish(prepared, confirmation, outcome, message=message)
+
+    async def _finish_error(self, prepared: Prepared, confirmation: Confirmation | None, exc: HoopError) -> CallResult:
+        rule = str(exc.details.get("rule_id") or exc.code)
+        if isinstance(exc, BackendError):
+            message = exc.public_message
+        else:
+            message = f"Internal error; details are in the server log under call id {prepared.call_id}."
+        outcome = Outcome(status=OutcomeStatus.ERROR, rule_id=rule, reason=message, error_code=exc.code)
+        return await self._finish(prepared, confirmation, outcome, message=message)
+
+    async def _finish(
+        self, prepared: Prepared, confirmation: Confirmation | None, outcome: Outcome, *, message: str
+    ) -> CallResult:
+        try:
+            message = self.safe_text(message)
+            reason = self.safe_text(outcome.reason) if outcome.reason else None
+        except MaskingError:
+            message, reason = f"The call failed; details withheld (call {prepared.call_id}).", "withheld"
+        outcome = outcome.model_copy(update={"reason": reason})
+        await self._record(prepared, "outcome", confirmation=confirmation, outcome=outcome)
+        return CallResult(
+            call_id=prepared.call_id,
+            status=outcome.status,
+            decision=prepared.decision,
+            message=message,
+            plan=prepared.plan_masked,
+            confirmation=confirmation,
+            error_code=outcome.error_code,
+        )
+
+    async def _record(
+        self, prepared: Prepared, kind: str, *, confirmation: Confirmation | None, outcome: Outcome | None
+    ) -> None:
+        decision = prepared.decision
+        try:
+            decision = decision.model_copy(update={"reason": self.safe_text(decision.reason)})
+        except MaskingError:
+            decision = decision.model_copy(update={"reason": "withheld"})
+        event = AuditEvent(
+            kind=kind,  # type: ignore[arg-type]
+            call_id=prepared.call_id,
+            session_id=prepared.session_id,
+            principal=prepared.principal,
+            tool=prepared.tool,
+            connection=prepared.connection,
+            arguments=prepared.arguments_masked,
+            arguments_digest=prepared.arguments_digest,
+            plan=prepared.plan_masked,
+            decision=decision,
+            confirmation=confirmation,
+            outcome=outcome,
+            duration_ms=round((time.perf_counter() - prepared.started) * 1000, 3) if outcome else None,
+        )
+        # A cancelled call still finishes its record; a failed write stops the call (fail closed).
+        with anyio.CancelScope(shield=True):
+            await self.audit.append(event)
+
+    async def record_rejected_request(
+        self, *, tool: str, arguments: Mapping[str, JsonValue], session_id: str, reason: str
+    ) -> str:
+        """Record a call the transport refused before the pipeline saw it (e.g. wrong argument types)."""
+        prepared = Prepared(
+            call_id=uuid.uuid4().hex,
+            session_id=session_id,
+            tool=tool,
+            connection=str(arguments.get("connection")) if isinstance(arguments.get("connection"), str) else None,
+            arguments_masked=self._mask_arguments(arguments),
+            arguments_digest=_safe_digest(arguments),
+            started=time.perf_counter(),
+            decision=Decision(verdict=Verdict.DENY, rule_id="input.invalid_arguments", reason=reason),
+        )
+        try:
+            prepared.principal = await self.identity.current_principal()
+        except AuthenticationError:
+            prepared.principal = None
+        await self._record(prepared, "intent", confirmation=None, outcome=None)
+        await self._record(
+            prepared,
+            "outcome",
+            confirmation=None,
+            outcome=Outcome(status=OutcomeStatus.INVALID, rule_id="input.invalid_arguments", reason=reason),
+        )
+        return prepared.call_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Masked:
+    columns: tuple[MaskedColumn, ...]
+    rows: list[list[JsonValue]]
+    redactions: dict[str, int]
+
+
+def _safe_digest(arguments: Mapping[str, JsonValue]) -> str:
+    try:
+        return digest(dict(arguments))
+    except (TypeError, ValueError):
+        return "sha256:" + hashlib.sha256(repr(sorted(arguments.items())).encode("utf-8", "replace")).hexdigest()
+
+
+def _error_decision(exc: HoopError) -> Decision:
+    rule = str(exc.details.get("rule_id") or exc.code)
+    return Decision(verdict=Verdict.DENY, rule_id=rule, reason=exc.message)
+
+
+def _ok_message(table: TableResult, redactions: Mapping[str, int]) -> str:
+    parts = [table.command_status or "OK", f"{len(table.rows)} row(s) returned"]
+    if table.truncated:
+        parts.append(
+            f"TRUNCATED at the {table.truncated_reason} cap: add a WHERE clause, LIMIT or fewer columns to see the rest"
+        )
+    total = sum(redactions.values())
+    if total:
+        parts.append(f"{total} value(s) masked")
+    return "; ".join(parts)
+
+
+def count_total(counter: Counter[str]) -> int:
+    return sum(counter.values())

@@ -1,0 +1,147 @@
+"""Wire a configuration into a running pipeline: secrets, identity, policy, masking, audit, backends."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg.conninfo
+
+from hoop_mcp.backends.postgres import PostgresBackend
+from hoop_mcp.config import (
+    IdentityConfig,
+    SecretRef,
+    ServerConfig,
+    load_config,
+    resolve_relative,
+)
+from hoop_mcp.core.backend import Backend
+from hoop_mcp.core.errors import AuthenticationError, ConfigError
+from hoop_mcp.core.identity import OidcAuthenticator, OidcSettings, UnsafeStaticPrincipal
+from hoop_mcp.core.masking import Masker
+from hoop_mcp.core.models import Principal
+from hoop_mcp.core.pipeline import IdentityProvider, Pipeline
+from hoop_mcp.core.policy import Policy, load_policy_files
+from hoop_mcp.stores.sqlite import SqliteAuditLog
+
+log = logging.getLogger(__name__)
+
+
+class TokenIdentity:
+    """The stdio caller's OIDC token, re-read and re-verified on every call (expiry is enforced)."""
+
+    def __init__(self, *, authenticator: OidcAuthenticator, token: SecretRef, base_dir: Path,
+                 environ: Mapping[str, str]) -> None:
+        self._auth = authenticator
+        self._token = token
+        self._base_dir = base_dir
+        self._environ = environ
+
+    async def current_principal(self) -> Principal:
+        try:
+            token = self._token.resolve(environ=self._environ, base_dir=self._base_dir).get_secret_value()
+        except ConfigError as exc:
+            raise AuthenticationError(f"no identity token: {exc.message}") from None
+        return await self._auth.authenticate_async(token)
+
+
+class StaticIdentity:
+    def __init__(self, principal: Principal) -> None:
+        self._principal = principal
+
+    async def current_principal(self) -> Principal:
+        return self._principal
+
+
+def build_identity(cfg: IdentityConfig, *, base_dir: Path, environ: Mapping[str, str]) -> IdentityProvider:
+    if cfg.unsafe_static_principal is not None:
+        static = UnsafeStaticPrincipal(
+            subject=cfg.unsafe_static_principal.subject, groups=cfg.unsafe_static_principal.groups
+        )
+        return StaticIdentity(static.principal())
+    assert cfg.oidc is not None and cfg.token is not None
+    o = cfg.oidc
+    settings = OidcSettings(
+        issuer=o.issuer,
+        audience=o.audience,
+        jwks_url=o.jwks_url,
+        algorithms=o.algorithms,
+        groups_claim=o.groups_claim,
+        leeway_seconds=o.leeway_seconds,
+        jwks_refetch_cooldown_seconds=o.jwks_refetch_cooldown_seconds,
+    )
+    return TokenIdentity(authenticator=OidcAuthenticator(settings), token=cfg.token, base_dir=base_dir, environ=environ)
+
+
+def secrets_in_conninfo(conninfo: str) -> list[str]:
+    """Values to scrub from every output: the password and the whole connection string."""
+    out = [conninfo]
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return out
+    pw = params.get("password")
+    if isinstance(pw, str) and pw:
+        out.append(pw)
+    return out
+
+
+@dataclass
+class Runtime:
+    config: ServerConfig
+    config_path: Path
+    policy: Policy
+    pipeline: Pipeline
+    audit: SqliteAuditLog
+    backends: dict[str, Backend]
+
+    async def aclose(self) -> None:
+        for backend in self.backends.values():
+            await backend.close()
+        await self.audit.close()
+
+
+def load_policy_for(config: ServerConfig, config_path: Path) -> Policy:
+    return load_policy_files([resolve_relative(p, config_path=config_path) for p in config.policy_files])
+
+
+async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runtime:
+    config_path = config_path.resolve()
+    config = load_config(config_path)
+    base = config_path.parent
+    policy = load_policy_for(config, config_path)
+    if config.masking.hash_key is not None:
+        hash_key = config.masking.hash_key.resolve(environ=environ, base_dir=base).get_secret_value().encode()
+    else:
+        hash_key = secrets.token_bytes(32)
+        log.warning("masking.hash_key is not configured: hash tokens are random per process")
+    masker = Masker(policy.masking, hash_key=hash_key)
+    identity = build_identity(config.identity, base_dir=base, environ=environ)
+    scrub: list[str] = []
+    backends: dict[str, Backend] = {}
+    for name, conn in config.connections.items():
+        conninfo = conn.dsn.resolve(environ=environ, base_dir=base).get_secret_value()
+        scrub += secrets_in_conninfo(conninfo)
+        backends[name] = PostgresBackend(
+            name=name,
+            settings=conn,
+            conninfo=conninfo,
+            masked_columns=masker.masked_columns(connection=name),
+            allow_masked_predicates=policy.masking.unsafe_allow_masked_column_predicates,
+        )
+    if policy.masking.unsafe_allow_masked_column_predicates:
+        log.warning(
+            "UNSAFE: masking.unsafe_allow_masked_column_predicates is on: masked columns may be used in "
+            "WHERE/JOIN/ORDER BY, which lets a caller infer masked values by comparison"
+        )
+    audit_path = resolve_relative(config.audit.sqlite_path, config_path=config_path)
+    audit = await SqliteAuditLog.open(audit_path)
+    pipeline = Pipeline(
+        identity=identity, policy=policy, masker=masker, audit=audit, backends=backends, scrub=scrub
+    )
+    return Runtime(
+        config=config, config_path=config_path, policy=policy, pipeline=pipeline, audit=audit, backends=backends
+    )

@@ -1,0 +1,355 @@
+"""The thin MCP layer: tool schemas, confirmation through elicitation, and error -> result mapping.
+
+Only this package imports ``mcp``. Every tool call goes through :class:`~hoop_mcp.core.pipeline.Pipeline`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import AcceptedElicitation
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from hoop_mcp.core.approval import AnsweredConfirmation, NoConfirmationChannel, confirmation_prompt
+from hoop_mcp.core.errors import AuditWriteError
+from hoop_mcp.core.models import Confirmation, OutcomeStatus, Plan, Verdict
+from hoop_mcp.core.pipeline import CallResult, Pipeline, Prepared
+from hoop_mcp.core.policy import CallFacts, evaluate
+
+log = logging.getLogger(__name__)
+
+_call_state: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar("hoop_call_state", default=None)
+
+INSTRUCTIONS = """\
+hoop-mcp guards access to production systems. Every call is checked against policy, may need the
+user's confirmation, is executed with the server's own credentials, has sensitive values masked,
+and is recorded. Start with list_tables and describe_table to learn the schema, then query_db with
+one SQL statement per call. A denied call names the rule that denied it: do not retry the same call;
+change the statement or ask the user. Masked values look like [REDACTED:...] or ****1234.
+"""
+
+
+class ConfirmForm(BaseModel):
+    """The form the user answers (flat, as elicitation requires)."""
+
+    model_config = ConfigDict(extra="forbid")
+    confirm: bool = Field(description="Run this statement now?")
+    comment: str = Field(default="", description="Optional note recorded in the audit log", max_length=500)
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type: str = Field(description="PostgreSQL type name")
+    source: str | None = Field(description="schema.table.column the value comes from, if not computed")
+    masked: bool = Field(description="True when a column rule masked every value of this column")
+
+
+class QueryResult(BaseModel):
+    """Rows of one statement, masked. ``rows[i][j]`` belongs to ``columns[j]``."""
+
+    call_id: str
+    connection: str
+    status: str = Field(description="The server's command tag, e.g. 'SELECT 5' or 'UPDATE 1'")
+    effect: str = Field(description="What the statement does: read, write, ddl, ...")
+    rule_id: str = Field(description="The policy rule that allowed the call")
+    confirmed_by_user: bool = Field(description="True when the user confirmed the call through the client")
+    columns: list[ColumnInfo]
+    rows: list[list[JsonValue]]
+    row_count: int = Field(description="Rows produced or affected by the statement")
+    truncated: bool = Field(description="True when rows were cut by the row or byte cap")
+    truncated_reason: str | None = None
+    redactions: dict[str, int] = Field(description="How many values were masked, by column and detector")
+    message: str
+
+
+class TableInfo(BaseModel):
+    table: str
+    kind: str
+    estimated_rows: int | None
+    comment: str | None
+    masked_columns: list[str]
+
+
+class TableList(BaseModel):
+    connection: str
+    tables: list[TableInfo]
+    message: str
+
+
+class ColumnDescription(BaseModel):
+    column: str
+    type: str
+    nullable: bool
+    default: str | None
+    comment: str | None
+    primary_key: bool
+    masked: bool = Field(description="Values of this column are masked in results")
+    masking_strategy: str | None
+
+
+class TableDescription(BaseModel):
+    connection: str
+    table: str
+    columns: list[ColumnDescription]
+    message: str
+
+
+class _NoQuestion:
+    """Resolver result when there is nothing to ask (not a confirm verdict, or no elicitation)."""
+
+    def __init__(self, *, elicitation_supported: bool) -> None:
+        self.elicitation_supported = elicitation_supported
+
+
+def _client_can_elicit(ctx: Context[Any, Any]) -> bool:
+    caps = ctx.client_capabilities
+    elicitation = caps.elicitation if caps is not None else None
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+class HoopServer:
+    """Builds the MCP server around one pipeline."""
+
+    def __init__(self, *, pipeline: Pipeline, name: str = "hoop-mcp", session_id: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.session_id = session_id or uuid.uuid4().hex
+        self.mcp = MCPServer(name, instructions=INSTRUCTIONS)
+        self.mcp.middleware.append(self._record_unhandled)
+        self._register()
+
+    # -- middleware: record what never reached a tool body ---------------------------------------
+    async def _record_unhandled(self, ctx: Any, call_next: Any) -> Any:
+        if getattr(ctx, "method", None) != "tools/call":
+            return await call_next(ctx)
+        state = {"recorded": False}
+        token = _call_state.set(state)
+        try:
+            result = await call_next(ctx)
+        except Exception as exc:
+            if not state["recorded"]:
+                await self._record_rejected(ctx, f"request rejected: {type(exc).__name__}")
+            raise
+        finally:
+            _call_state.reset(token)
+        if not state["recorded"]:
+            text = _result_text(result)
+            await self._record_rejected(ctx, text or "request rejected before the tool ran")
+            result = self._mask_result(result)
+        return result
+
+    async def _record_rejected(self, ctx: Any, reason: str) -> None:
+        params = getattr(ctx, "params", None) or {}
+        name = str(params.get("name", "?")) if isinstance(params, Mapping) else "?"
+        args = params.get("arguments") if isinstance(params, Mapping) else None
+        arguments: dict[str, JsonValue] = dict(args) if isinstance(args, Mapping) else {}
+        try:
+            await self.pipeline.record_rejected_request(
+                tool=name, arguments=arguments, session_id=self.session_id, reason=self.pipeline.safe_text(reason)[:500]
+            )
+        except Exception:  # noqa: BLE001 - nothing executed; log loudly
+            log.exception("could not record a rejected %s call", name)
+
+    def _mask_result(self, result: Any) -> Any:
+        try:
+            if isinstance(result, dict):
+                for item in result.get("content", []) or []:
+                    if isinstance(item, dict) and isinstance(item.get("text"), str):
+                        item["text"] = self.pipeline.safe_text(item["text"])
+            elif hasattr(result, "content"):
+                for item in result.content or []:
+                    if isinstance(getattr(item, "text", None), str):
+                        item.text = self.pipeline.safe_text(item.text)
+        except Exception:  # noqa: BLE001 - fail closed: drop the text
+            log.exception("masking a rejected request's error text failed")
+            return {"content": [{"type": "text", "text": "Invalid request (details withheld)."}], "isError": True}
+        return result
+
+    # -- helpers ----------------------------------------------------------------------------------
+    async def _prepare(self, tool: str, connection: str, arguments: dict[str, JsonValue]) -> Prepared:
+        return await self.pipeline.prepare(
+            tool=tool, connection=connection, arguments=arguments, session_id=self.session_id
+        )
+
+    async def _run(self, prepared: Prepared, confirmation: Confirmation | None) -> CallResult:
+        state = _call_state.get()
+        if state is not None:
+            state["recorded"] = True
+        approval = AnsweredConfirmation(confirmation) if confirmation is not None else NoConfirmationChannel()
+        try:
+            return await self.pipeline.run(prepared, approval=approval)
+        except AuditWriteError:
+            log.exception("call %s: audit store cannot be written; nothing executed", prepared.call_id)
+            raise ToolError(
+                f"The audit log cannot be written, so nothing was executed (fail closed). Call id {prepared.call_id}; "
+                "an operator must fix the audit store."
+            ) from None
+
+    @staticmethod
+    def _raise_unless_ok(result: CallResult) -> None:
+        if result.status is not OutcomeStatus.OK:
+            raise ToolError(result.message)
+
+    # -- tools ------------------------------------------------------------------------------------
+    def _register(self) -> None:
+        server = self
+
+        async def prepare_query(connection: str, sql: str) -> Prepared:
+            return await server._prepare("query_db", connection, {"connection": connection, "sql": sql})
+
+        async def ask_confirmation(
+            prepared: Annotated[Prepared, Resolve(prepare_query)], ctx: Context[Any, Any]
+        ) -> _NoQuestion | Elicit[ConfirmForm]:
+            if prepared.error is not None or prepared.decision.verdict is not Verdict.CONFIRM:
+                return _NoQuestion(elicitation_supported=True)
+            if not _client_can_elicit(ctx):
+                return _NoQuestion(elicitation_supported=False)
+            return Elicit(confirmation_prompt(prepared), ConfirmForm)
+
+        async def query_db(
+            connection: Annotated[str, Field(description="Name of a configured connection, e.g. 'shop'", max_length=64)],
+            sql: Annotated[str, Field(description="Exactly one SQL statement (PostgreSQL dialect)")],
+            prepared: Annotated[Prepared, Resolve(prepare_query)],
+            answer: Annotated[ElicitationResult[ConfirmForm], Resolve(ask_confirmation)],
+        ) -> QueryResult:
+            """Run one SQL statement on a configured PostgreSQL connection, under policy.
+
+            Reads run in a read-only transaction. Writes may need the user's confirmation. Sensitive
+            values are masked. Results are capped (see `truncated`). Denials name the rule."""
+            confirmation = _confirmation_from(prepared, answer)
+            result = await server._run(prepared, confirmation)
+            server._raise_unless_ok(result)
+            plan = result.plan or Plan(effect="unknown")
+            return QueryResult.model_construct(
+                call_id=result.call_id,
+                connection=connection,
+                status=result.command_status,
+                effect=plan.effect,
+                rule_id=result.decision.rule_id,
+                confirmed_by_user=bool(result.confirmation and result.confirmation.accepted),
+                columns=[
+                    ColumnInfo.model_construct(name=c.name, type=c.type, source=c.source, masked=c.masked)
+                    for c in result.columns
+                ],
+                rows=result.rows,
+                row_count=result.row_count,
+                truncated=result.truncated,
+                truncated_reason=result.truncated_reason,
+                redactions=result.redactions,
+                message=result.message,
+            )
+
+        async def list_tables(
+            connection: Annotated[str, Field(description="Name of a configured connection", max_length=64)],
+        ) -> TableList:
+            """List the tables and views of a connection that you may query, with their masked columns."""
+            prepared = await server._prepare("list_tables", connection, {"connection": connection})
+            result = await server._run(prepared, None)
+            server._raise_unless_ok(result)
+            masked = server.pipeline.masker.masked_columns(connection=connection)
+            tables: list[TableInfo] = []
+            for row in result.rows:
+                name = str(row[0])
+                if not server._may_read(prepared, connection, name):
+                    continue
+                tables.append(
+                    TableInfo(
+                        table=name,
+                        kind=str(row[1]),
+                        estimated_rows=row[2] if isinstance(row[2], int) else None,
+                        comment=row[3] if isinstance(row[3], str) else None,
+                        masked_columns=sorted(masked.get(name, frozenset())),
+                    )
+                )
+            msg = f"{len(tables)} table(s) you may query on '{connection}'. Use describe_table for columns."
+            return TableList(connection=connection, tables=tables, message=msg)
+
+        async def describe_table(
+            connection: Annotated[str, Field(description="Name of a configured connection", max_length=64)],
+            table: Annotated[str, Field(description="Table or view, e.g. 'customers' or 'public.customers'", max_length=200)],
+        ) -> TableDescription:
+            """Describe a table's columns (types, nullability, keys) and which columns are masked."""
+            prepared = await server._prepare(
+                "describe_table", connection, {"connection": connection, "table": table}
+            )
+            result = await server._run(prepared, None)
+            server._raise_unless_ok(result)
+            relation = prepared.plan_masked.relations_read[0] if prepared.plan_masked else table
+            cols = []
+            for row in result.rows:
+                rule = server.pipeline.masker.column_rule(connection=connection, column=f"{relation}.{row[0]}")
+                cols.append(
+                    ColumnDescription(
+                        column=str(row[0]),
+                        type=str(row[1]),
+                        nullable=bool(row[2]),
+                        default=row[3] if isinstance(row[3], str) else None,
+                        comment=row[4] if isinstance(row[4], str) else None,
+                        primary_key=bool(row[5]),
+                        masked=rule is not None,
+                        masking_strategy=str(rule.strategy) if rule else None,
+                    )
+                )
+            note = " Masked columns may be selected directly but not used in WHERE/JOIN/ORDER BY or expressions."
+            msg = f"{relation}: {len(cols)} column(s)." + (note if any(c.masked for c in cols) else "")
+            return TableDescription(connection=connection, table=relation, columns=cols, message=msg)
+
+        self.mcp.add_tool(
+            query_db,
+            title="Query a database (guarded)",
+            annotations=ToolAnnotations(
+                title="Query a database (guarded)",
+                read_only_hint=False,
+                destructive_hint=True,
+                idempotent_hint=False,
+                open_world_hint=False,
+            ),
+        )
+        for fn, title in ((list_tables, "List tables"), (describe_table, "Describe a table")):
+            self.mcp.add_tool(
+                fn,
+                title=title,
+                annotations=ToolAnnotations(
+                    title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+                ),
+            )
+
+    def _may_read(self, prepared: Prepared, connection: str, table: str) -> bool:
+        if prepared.principal is None:
+            return False
+        plan = Plan(effect="read", effects=("read",), command="SELECT", relations_read=(table,))
+        facts = CallFacts(tool="query_db", connection=connection, principal=prepared.principal, plan=plan)
+        return evaluate(self.pipeline.policy, facts).verdict is not Verdict.DENY
+
+
+def _confirmation_from(prepared: Prepared, answer: Any) -> Confirmation | None:
+    if prepared.error is not None or prepared.decision.verdict is not Verdict.CONFIRM:
+        return None
+    if isinstance(answer, AcceptedElicitation):
+        data = answer.data
+        if isinstance(data, _NoQuestion):
+            return Confirmation(accepted=False, action="unsupported")
+        if isinstance(data, ConfirmForm):
+            return Confirmation(
+                accepted=bool(data.confirm), action="accept" if data.confirm else "accept-no", comment=data.comment or None
+            )
+        return Confirmation(accepted=False, action="invalid")
+    action = str(getattr(answer, "action", "cancel"))
+    return Confirmation(accepted=False, action=action)
+
+
+def _result_text(result: Any) -> str:
+    content = result.get("content") if isinstance(result, dict) else getattr(result, "content", None)
+    texts = []
+    for item in content or []:
+        text = item.get("text") if isinstance(item, dict) else getattr(item, "text", None)
+        if isinstance(text, str):
+            texts.append(text)
+    return " ".join(texts)
