@@ -37,3 +37,6 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory, app_password: str) -> I
 def shop(pg_cluster: EmbeddedPostgres, app_password: str) -> Iterator[ShopDb]:
     """A fresh copy of the seeded shop database, reached as the application role."""
     yield from iter_shop(pg_cluster, app_password)
+
+
+pytest_plugins = ["tests.support.oidc"]

@@ -63,7 +63,7 @@ class SecretRef(FrozenModel):
 
 
 class PostgresConnection(FrozenModel):
-    kind: Literal["postgres"] = "postgres"
+    kind: Literal["postgres"]
     description: str = ""
     #: libpq connection string or URI, by reference (it usually holds the password).
     dsn: SecretRef

@@ -122,6 +122,7 @@ def prepare_workdir(workdir: Path) -> tuple[EmbeddedPostgres, Path]:
               hash_key: {{file: secrets/masking-hash-key}}
             connections:
               shop:
+                kind: postgres
                 description: Demo shop database (customers, orders, products)
                 dsn: {{file: secrets/shop-dsn}}
                 read_role: {READ_ROLE}

@@ -30,7 +30,6 @@ from tests.support.oidc import (
     running_issuer,
 )
 
-
 #: The shared fixture (the lead may also register it for every test module from tests/conftest.py).
 oidc_issuer = oidc_support.oidc_issuer
 
@@ -323,14 +322,30 @@ def test_algorithm_outside_the_allow_list_is_rejected(oidc_issuer: OidcIssuer) -
     assert rejection(auth, oidc_issuer.mint(alg="ES256")).message.startswith("algorithm not allowed: 'ES256'")
 
 
-def test_critical_header_extensions_are_rejected(oidc_issuer: OidcIssuer) -> None:
-    token = oidc_issuer.mint(headers={"crit": ["exp"], "exp": 1})
-    assert "critical" in rejection(make_auth(oidc_issuer), token).message
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ({"crit": ["exp"], "exp": 1}, "unsupported token: critical header extensions are not accepted"),
+        ({"b64": True, "crit": ["b64"]}, "unsupported token: critical header extensions are not accepted"),
+        ({"b64": False, "crit": ["b64"]}, "malformed token: the header is not valid base64url JSON"),
+    ],
+)
+def test_critical_header_extensions_are_rejected(
+    oidc_issuer: OidcIssuer, header: dict[str, Any], expected: str
+) -> None:
+    token = compact({"alg": "RS256", "kid": "rsa-1", **header}, oidc_issuer.claims(), lambda _: b"sig")
+    assert rejection(make_auth(oidc_issuer), token).message == expected
+    assert oidc_issuer.jwks_fetches == 0
 
 
-def test_token_without_kid_is_rejected_when_the_issuer_has_several_keys(oidc_issuer: OidcIssuer) -> None:
-    key = oidc_issuer.key("rsa-1").private
-    token = jwt.encode(oidc_issuer.claims(), key, algorithm="RS256")
+def test_token_without_kid_is_verified_with_the_only_fitting_key(oidc_issuer: OidcIssuer) -> None:
+    token = jwt.encode(oidc_issuer.claims(), oidc_issuer.key("rsa-1").private, algorithm="RS256")
+    assert make_auth(oidc_issuer).authenticate(token).subject == "alice"
+
+
+def test_token_without_kid_is_rejected_when_several_keys_fit(oidc_issuer: OidcIssuer) -> None:
+    oidc_issuer.rotate_key()  # now two RSA keys are published
+    token = jwt.encode(oidc_issuer.claims(), oidc_issuer.key("rsa-1").private, algorithm="RS256")
     assert "no kid" in rejection(make_auth(oidc_issuer), token).message
 
 
@@ -417,6 +432,12 @@ def test_malformed_tokens_are_rejected_without_contacting_the_issuer(
     error = rejection(make_auth(oidc_issuer), token)
     assert error.message.startswith(("malformed token", "algorithm not allowed"))
     assert oidc_issuer.jwks_fetches == 0
+
+
+@pytest.mark.parametrize("suffix", ["\n", " ", "\x00", "."])
+def test_valid_token_with_trailing_junk_is_rejected(oidc_issuer: OidcIssuer, suffix: str) -> None:
+    error = rejection(make_auth(oidc_issuer), oidc_issuer.mint() + suffix)
+    assert error.message.startswith("malformed token")
 
 
 def test_huge_token_is_rejected_by_size_before_parsing(oidc_issuer: OidcIssuer) -> None:

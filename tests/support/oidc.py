@@ -127,7 +127,9 @@ class OidcIssuer:
         self.port = self._server.server_address[1]
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.jwks_url = f"{self.issuer}/jwks.json"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-issuer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="oidc-issuer", daemon=True
+        )
         self._thread.start()
 
     # -- server side --------------------------------------------------------------------------------

@@ -282,12 +282,13 @@ class PostgresBackend:
             total = 0
             size = 0
             truncated_reason: str | None = None
-            columns: tuple[ResultColumn, ...] = ()
+            described: list[tuple[str, str, int, int]] = []
             if returns_rows:
+                stream = cur.stream(statement, size=_STREAM_CHUNK)
                 try:
-                    for raw in cur.stream(statement, size=_STREAM_CHUNK):
-                        if not columns:
-                            columns = self._columns(conn, cur)
+                    for raw in stream:
+                        if not described:
+                            described = self._describe_result(cur)
                         total += 1
                         if truncated_reason is not None:
                             continue
@@ -302,21 +303,21 @@ class PostgresBackend:
                             size += row_size
                             continue
                         if read_only:
-                            break
+                            break  # closing the stream cancels the rest of the query
                 except psycopg.ProgrammingError as exc:
                     if "didn't produce a result" not in str(exc):
                         raise
-                if truncated_reason is not None and read_only:
-                    conn.cancel_safe()
-                    _drain(conn)
-                if not columns and cur.description:
-                    columns = self._columns(conn, cur)
+                finally:
+                    stream.close()
+                if not described and cur.description:
+                    described = self._describe_result(cur)
                 status = cur.statusmessage or ""
             else:
                 cur.execute(statement, binary=True)
                 total = max(cur.rowcount, 0)
                 status = cur.statusmessage or ""
             conn.execute("ROLLBACK" if read_only else "COMMIT")
+            columns = self._resolve_columns(conn, described)
         if truncated_reason is not None and read_only:
             status = f"{cls.command} (stopped after {len(rows)} rows)"
         return TableResult(
@@ -328,14 +329,25 @@ class PostgresBackend:
             command_status=status,
         )
 
-    def _columns(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> tuple[ResultColumn, ...]:
+    @staticmethod
+    def _describe_result(cur: psycopg.Cursor[Any]) -> list[tuple[str, str, int, int]]:
+        """Name, type and origin (table OID, attribute number) of each result column; no I/O."""
         desc = cur.description or []
         res = cur.pgresult
-        origins: list[tuple[int, int]] = []
-        if res is not None:
-            origins = [(res.ftable(i), res.ftablecol(i)) for i in range(res.nfields)]
+        out = []
+        for i, d in enumerate(desc):
+            info = cur.adapters.types.get(d.type_code)
+            oid, att = (res.ftable(i), res.ftablecol(i)) if res is not None else (0, 0)
+            out.append((d.name, info.name if info else str(d.type_code), int(oid), int(att)))
+        return out
+
+    @staticmethod
+    def _resolve_columns(
+        conn: psycopg.Connection[Any], described: list[tuple[str, str, int, int]]
+    ) -> tuple[ResultColumn, ...]:
+        """Map each column's origin to ``schema.table.column`` (aliases cannot change the origin)."""
+        wanted = [(o, a) for _, _, o, a in described if o]
         lookup: dict[tuple[int, int], str] = {}
-        wanted = [(o, a) for o, a in origins if o]
         if wanted:
             rows = conn.execute(
                 "SELECT a.attrelid::int8, a.attnum::int4, n.nspname, c.relname, a.attname"
@@ -347,12 +359,10 @@ class PostgresBackend:
                 ([o for o, _ in wanted], [a for _, a in wanted]),
             ).fetchall()
             lookup = {(int(r[0]), int(r[1])): f"{r[2]}.{r[3]}.{r[4]}" for r in rows}
-        out = []
-        for i, d in enumerate(desc):
-            src = lookup.get(origins[i]) if i < len(origins) and origins[i][0] else None
-            tname = conn.adapters.types.get(d.type_code)
-            out.append(ResultColumn(name=d.name, type=tname.name if tname else str(d.type_code), source=src))
-        return tuple(out)
+        return tuple(
+            ResultColumn(name=name, type=tname, source=lookup.get((o, a)) if o else None)
+            for name, tname, o, a in described
+        )
 
     def _check_views(self, conn: psycopg.Connection[Any], relations: tuple[str, ...]) -> None:
         """Refuse reads of views that expose masked columns (their metadata names the view)."""
@@ -469,13 +479,6 @@ class _Txn:
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         # On return, the pool rolls back any transaction still open and runs ``_reset``.
         self._cm.__exit__(et, ev, tb)
-
-
-def _drain(conn: psycopg.Connection[Any]) -> None:
-    """After a cancel, consume what is left so the connection is usable for ROLLBACK."""
-    pgconn = conn.pgconn
-    while pgconn.get_result() is not None:
-        pass
 
 
 def _first_line(exc: BaseException) -> str:

@@ -129,7 +129,7 @@ def parse_statement(sql: str, *, max_bytes: int = 100_000) -> ast.RawStmt:
 
 def children(node: ast.Node) -> Iterator[tuple[str, ast.Node]]:
     """Every direct child node of ``node`` with the attribute it hangs from (tuples flattened)."""
-    for name in type(node).__slots__:
+    for name in getattr(type(node), "__slots__", ()):
         value = getattr(node, name, None)
         if isinstance(value, ast.Node):
             yield name, value
@@ -165,7 +165,7 @@ def _qualify_parts(parts: tuple[str, ...], default_schema: str) -> str:
 
 def _strings(value: Any) -> tuple[str, ...]:
     if isinstance(value, tuple):
-        return tuple(v.sval for v in value if isinstance(v, ast.String))
+        return tuple(v.sval for v in value if isinstance(v, ast.String) and v.sval is not None)
     return ()
 
 
@@ -257,6 +257,8 @@ def _command(stmt: ast.Node) -> str:
             return "CREATE MATERIALIZED VIEW"
         return "CREATE TABLE AS"
     if isinstance(stmt, ast.TransactionStmt):
+        if stmt.kind is None:
+            return "TRANSACTION"
         return {
             enums.TransactionStmtKind.TRANS_STMT_BEGIN: "BEGIN",
             enums.TransactionStmtKind.TRANS_STMT_START: "START TRANSACTION",
@@ -309,6 +311,21 @@ def _command(stmt: ast.Node) -> str:
         "ConstraintsSetStmt": "SET CONSTRAINTS",
         "SecLabelStmt": "SECURITY LABEL",
         "PLAssignStmt": "ASSIGN",
+        "CreateEventTrigStmt": "CREATE EVENT TRIGGER",
+        "AlterEventTrigStmt": "ALTER EVENT TRIGGER",
+        "CreatePLangStmt": "CREATE LANGUAGE",
+        "CreateFdwStmt": "CREATE FOREIGN DATA WRAPPER",
+        "AlterFdwStmt": "ALTER FOREIGN DATA WRAPPER",
+        "CreateAmStmt": "CREATE ACCESS METHOD",
+        "CreateStatsStmt": "CREATE STATISTICS",
+        "AlterStatsStmt": "ALTER STATISTICS",
+        "CreateOpClassStmt": "CREATE OPERATOR CLASS",
+        "CreateOpFamilyStmt": "CREATE OPERATOR FAMILY",
+        "AlterOpFamilyStmt": "ALTER OPERATOR FAMILY",
+        "AlterTSConfigurationStmt": "ALTER TEXT SEARCH CONFIGURATION",
+        "AlterTSDictionaryStmt": "ALTER TEXT SEARCH DICTIONARY",
+        "AlterRoleSetStmt": "ALTER ROLE",
+        "AlterDatabaseSetStmt": "ALTER DATABASE",
     }
     if kind in special:
         return special[kind]
@@ -346,7 +363,7 @@ def _truthy_option(arg: ast.Node | None) -> bool:
     if isinstance(arg, ast.Integer):
         return arg.ival != 0
     if isinstance(arg, ast.String):
-        return arg.sval.lower() not in _FALSE_WORDS
+        return (arg.sval or "").lower() not in _FALSE_WORDS
     if isinstance(arg, ast.A_Const) and arg.val is not None:
         return _truthy_option(arg.val)
     return True
@@ -355,7 +372,7 @@ def _truthy_option(arg: ast.Node | None) -> bool:
 def _explain_analyze(stmt: ast.ExplainStmt) -> bool:
     for opt in stmt.options or ():
         if isinstance(opt, ast.DefElem) and (opt.defname or "").lower() == "analyze":
-            return _truthy_option(opt.arg)
+            return _truthy_option(opt.arg) if isinstance(opt.arg, ast.Node) or opt.arg is None else True
     return False
 
 
@@ -378,14 +395,17 @@ def _fold(expr: ast.Node | None) -> bool | None:
         if isinstance(val, ast.Boolean):
             return bool(val.boolval)
         if isinstance(val, ast.String):
-            word = val.sval.strip().lower()
+            word = (val.sval or "").strip().lower()
             if word in _TRUE_WORDS:
                 return True
             if word in _FALSE_WORDS:
                 return False
         return None
     if isinstance(expr, ast.TypeCast):
-        return _fold(expr.arg)
+        arg = expr.arg
+        if isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.Integer):
+            return arg.val.ival != 0  # 1::boolean
+        return _fold(arg)
     if isinstance(expr, ast.BoolExpr):
         args = [a for a in expr.args or () if isinstance(a, ast.Node)]
         folded = [_fold(a) for a in args]
@@ -418,7 +438,7 @@ def _fold(expr: ast.Node | None) -> bool | None:
             kind.IS_FALSE: not inner,
             kind.IS_NOT_TRUE: not inner,
         }
-        return table.get(expr.booltesttype)
+        return table.get(expr.booltesttype) if expr.booltesttype is not None else None
     if isinstance(expr, ast.SubLink):
         sub = expr.subselect
         if (
@@ -446,9 +466,13 @@ def _complementary(args: list[ast.Node]) -> bool:
     """``x OR NOT x`` and ``x IS NULL OR x IS NOT NULL`` style tautologies."""
     for a in args:
         for b in args:
-            if isinstance(a, ast.BoolExpr) and a.boolop == enums.BoolExprType.NOT_EXPR and a.args:
-                if a.args[0] == b:
-                    return True
+            if (
+                isinstance(a, ast.BoolExpr)
+                and a.boolop == enums.BoolExprType.NOT_EXPR
+                and a.args
+                and a.args[0] == b
+            ):
+                return True
             if (
                 isinstance(a, ast.NullTest)
                 and isinstance(b, ast.NullTest)
@@ -459,7 +483,7 @@ def _complementary(args: list[ast.Node]) -> bool:
     return False
 
 
-def _const_value(node: ast.Node | None) -> object:
+def _const_value(node: object) -> object:
     if isinstance(node, ast.TypeCast):
         return _const_value(node.arg)
     if isinstance(node, ast.A_Const) and not node.isnull and node.val is not None:
@@ -468,7 +492,7 @@ def _const_value(node: ast.Node | None) -> object:
             return val.ival
         if isinstance(val, ast.Float):
             try:
-                return float(val.fval)
+                return float(val.fval or "")
             except ValueError:
                 return None
         if isinstance(val, ast.String):
@@ -545,6 +569,8 @@ class _Ctx:
     plain_explain: bool = False
     #: RangeVars reached from here are written.
     target: bool = False
+    #: Inside ALTER ROLE/DATABASE ... SET, CREATE FUNCTION ... SET: a stored setting, not a SET now.
+    stored_setting: bool = False
 
 
 class _Classifier:
@@ -583,7 +609,18 @@ class _Classifier:
 
     # -- traversal -------------------------------------------------------------------------
 
+    def run(self, root: ast.Node) -> None:
+        """Walk the whole tree with an explicit work list (no recursion: deep trees are fine)."""
+        self.pending: list[tuple[ast.Node, _Ctx]] = [(root, _Ctx())]
+        while self.pending:
+            node, ctx = self.pending.pop()
+            self.dispatch(node, ctx)
+
     def visit(self, node: ast.Node, ctx: _Ctx) -> None:
+        """Schedule ``node``; results are sets, so the order of visits does not matter."""
+        self.pending.append((node, ctx))
+
+    def dispatch(self, node: ast.Node, ctx: _Ctx) -> None:
         handler = getattr(self, "visit_" + type(node).__name__, None)
         if handler is not None:
             handler(node, ctx)
@@ -625,21 +662,21 @@ class _Classifier:
 
     # -- node handlers ---------------------------------------------------------------------
 
-    def visit_RawStmt(self, node: ast.RawStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_RawStmt(self, node: ast.RawStmt, ctx: _Ctx) -> None:
         if node.stmt is not None:
             self.visit(node.stmt, ctx)
 
-    def visit_RangeVar(self, node: ast.RangeVar, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_RangeVar(self, node: ast.RangeVar, ctx: _Ctx) -> None:
         if not node.schemaname and not node.catalogname and (node.relname or "") in ctx.ctes:
             return  # a CTE reference, not a relation
         self.relation(qualify_relation(node, self.default_schema), ctx)
 
-    def visit_IntoClause(self, node: ast.IntoClause, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_IntoClause(self, node: ast.IntoClause, ctx: _Ctx) -> None:
         if node.rel is not None:
             self.relation(qualify_relation(node.rel, self.default_schema), replace(ctx, target=True))
         self.generic(node, replace(ctx, target=False), skip=frozenset({"rel"}))
 
-    def visit_FuncCall(self, node: ast.FuncCall, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_FuncCall(self, node: ast.FuncCall, ctx: _Ctx) -> None:
         self.function(_strings(node.funcname))
         self.generic(node, ctx)
 
@@ -655,7 +692,7 @@ class _Classifier:
             self.unknown_functions.add(display)
             self.call_effect(SqlEffect.UNKNOWN, "unknown_function")
 
-    def visit_A_Expr(self, node: ast.A_Expr, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_A_Expr(self, node: ast.A_Expr, ctx: _Ctx) -> None:
         names = _strings(node.name)
         if len(names) > 1 and names[0] != "pg_catalog":
             # OPERATOR(myschema.+) calls a user-defined operator function.
@@ -665,7 +702,7 @@ class _Classifier:
             self.call_effect(SqlEffect.UNKNOWN, "unknown_function")
         self.generic(node, ctx)
 
-    def visit_SelectStmt(self, node: ast.SelectStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_SelectStmt(self, node: ast.SelectStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.READ)
         inner = self.with_scope(node.withClause, ctx)
         if node.intoClause is not None:
@@ -674,20 +711,20 @@ class _Classifier:
             self.stmt_effect(ctx, SqlEffect.WRITE, "row_lock")
         self.generic(node, inner, skip=frozenset({"withClause"}))
 
-    def visit_InsertStmt(self, node: ast.InsertStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_InsertStmt(self, node: ast.InsertStmt, ctx: _Ctx) -> None:
         self.dml(node, ctx)
 
-    def visit_UpdateStmt(self, node: ast.UpdateStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_UpdateStmt(self, node: ast.UpdateStmt, ctx: _Ctx) -> None:
         if _fold(node.whereClause) is True:
             self.stmt_effect(ctx, SqlEffect.WRITE, "unbounded_write")
         self.dml(node, ctx)
 
-    def visit_DeleteStmt(self, node: ast.DeleteStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_DeleteStmt(self, node: ast.DeleteStmt, ctx: _Ctx) -> None:
         if _fold(node.whereClause) is True:
             self.stmt_effect(ctx, SqlEffect.WRITE, "unbounded_write")
         self.dml(node, ctx)
 
-    def visit_MergeStmt(self, node: ast.MergeStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_MergeStmt(self, node: ast.MergeStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.WRITE, "merge")
         self.dml(node, ctx)
 
@@ -699,35 +736,36 @@ class _Classifier:
         inner = self.with_scope(getattr(node, "withClause", None), ctx)
         self.generic(node, inner, skip=frozenset({"withClause"}))
 
-    def visit_TruncateStmt(self, node: ast.TruncateStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_TruncateStmt(self, node: ast.TruncateStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.WRITE, "truncate")
         self.generic(node, ctx)
 
-    def visit_ExplainStmt(self, node: ast.ExplainStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_ExplainStmt(self, node: ast.ExplainStmt, ctx: _Ctx) -> None:
         if _explain_analyze(node):
             self.stmt_effect(ctx, SqlEffect.READ, "explain_analyze")
             self.generic(node, ctx)
         else:
             self.generic(node, replace(ctx, plain_explain=True))
 
-    def visit_CreateTableAsStmt(self, node: ast.CreateTableAsStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_CreateTableAsStmt(self, node: ast.CreateTableAsStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.DDL, "create_table_as")
         self.generic(node, ctx)
 
-    def visit_PrepareStmt(self, node: ast.PrepareStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_PrepareStmt(self, node: ast.PrepareStmt, ctx: _Ctx) -> None:
         # The body runs later through EXECUTE: its effects count now.
         self.stmt_effect(ctx, SqlEffect.SESSION, "prepare")
         self.generic(node, ctx)
 
-    def visit_ExecuteStmt(self, node: ast.ExecuteStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_ExecuteStmt(self, node: ast.ExecuteStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.SESSION, "execute")
-        self.stmt_effect(ctx, SqlEffect.UNKNOWN)  # the prepared statement's body is not visible
+        # The prepared statement's body is not visible (even EXPLAIN EXECUTE plans it).
+        self.call_effect(SqlEffect.UNKNOWN)
         self.generic(node, ctx)
 
-    def visit_DeallocateStmt(self, node: ast.DeallocateStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_DeallocateStmt(self, node: ast.DeallocateStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.SESSION, "prepare")
 
-    def visit_CopyStmt(self, node: ast.CopyStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_CopyStmt(self, node: ast.CopyStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.ADMIN, "copy")
         if node.is_program:
             self.stmt_effect(ctx, SqlEffect.ADMIN, "copy_program")
@@ -739,7 +777,7 @@ class _Classifier:
             target = name == "relation" and bool(node.is_from)
             self.visit(child, replace(ctx, target=target))
 
-    def visit_VariableSetStmt(self, node: ast.VariableSetStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_VariableSetStmt(self, node: ast.VariableSetStmt, ctx: _Ctx) -> None:
         name = (node.name or "").lower()
         flags: list[str] = []
         if name in ("role", "session_authorization") or node.kind == enums.VariableSetKind.VAR_RESET_ALL:
@@ -756,38 +794,41 @@ class _Classifier:
             "transaction snapshot",
         ):
             flags.append("transaction_control")
-        self.stmt_effect(ctx, SqlEffect.SESSION, *flags)
+        if ctx.stored_setting:
+            self.flags.update(flags)
+        else:
+            self.stmt_effect(ctx, SqlEffect.SESSION, *flags)
         self.generic(node, ctx)
 
-    def visit_VariableShowStmt(self, node: ast.VariableShowStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_VariableShowStmt(self, node: ast.VariableShowStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.READ)
 
-    def visit_DiscardStmt(self, node: ast.DiscardStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_DiscardStmt(self, node: ast.DiscardStmt, ctx: _Ctx) -> None:
         flags = ("role_change",) if node.target == enums.DiscardMode.DISCARD_ALL else ()
         self.stmt_effect(ctx, SqlEffect.SESSION, *flags)
 
-    def visit_TransactionStmt(self, node: ast.TransactionStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_TransactionStmt(self, node: ast.TransactionStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.SESSION, "transaction_control")
 
-    def visit_ConstraintsSetStmt(self, node: ast.ConstraintsSetStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_ConstraintsSetStmt(self, node: ast.ConstraintsSetStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.SESSION, "transaction_control")
 
-    def visit_LockStmt(self, node: ast.LockStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_LockStmt(self, node: ast.LockStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.SESSION, "lock")
         self.generic(node, ctx)
 
-    def visit_DoStmt(self, node: ast.DoStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_DoStmt(self, node: ast.DoStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.UNKNOWN, "procedural")
 
-    def visit_CallStmt(self, node: ast.CallStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_CallStmt(self, node: ast.CallStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.UNKNOWN, "procedural")
         self.generic(node, ctx, skip=frozenset({"funcexpr"}))
 
-    def visit_DeclareCursorStmt(self, node: ast.DeclareCursorStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_DeclareCursorStmt(self, node: ast.DeclareCursorStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.SESSION)
         self.generic(node, ctx)
 
-    def visit_DropStmt(self, node: ast.DropStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_DropStmt(self, node: ast.DropStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.DDL)
         if node.removeType in _RELATION_OBJECT_TYPES:
             for obj in node.objects or ():
@@ -796,7 +837,7 @@ class _Classifier:
                     self.relation(_qualify_parts(parts, self.default_schema), replace(ctx, target=True))
         self.generic(node, ctx)
 
-    def visit_CommentStmt(self, node: ast.CommentStmt, ctx: _Ctx) -> None:  # noqa: N802
+    def visit_CommentStmt(self, node: ast.CommentStmt, ctx: _Ctx) -> None:
         self.stmt_effect(ctx, SqlEffect.DDL)
         parts = _strings(node.object)
         if node.objtype in _RELATION_OBJECT_TYPES and parts:
@@ -821,7 +862,7 @@ class _Classifier:
             self.stmt_effect(ctx, SqlEffect.DDL)
         else:
             self.stmt_effect(ctx, SqlEffect.UNKNOWN)
-        self.generic(node, ctx)
+        self.generic(node, replace(ctx, stored_setting=True))
 
 
 def _render(stmt: ast.RawStmt, sql: str) -> str:
@@ -835,7 +876,7 @@ def classify_statement(stmt: ast.RawStmt, sql: str, *, default_schema: str = "pu
     """Classify an already parsed statement (see :func:`parse_statement`)."""
     walker = _Classifier(default_schema)
     try:
-        walker.visit(stmt, _Ctx())
+        walker.run(stmt)
     except RecursionError as exc:
         raise _invalid(
             "sql.too_complex", "The SQL statement is nested too deeply to analyse.", hint="simplify it"

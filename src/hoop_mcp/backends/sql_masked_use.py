@@ -25,6 +25,7 @@ from hoop_mcp.backends.sql_classify import (
     parse_statement,
     qualify_relation,
 )
+from hoop_mcp.core.errors import InvalidInput
 from hoop_mcp.core.models import FrozenModel
 
 
@@ -63,6 +64,9 @@ class _State:
     columns: dict[str, set[str]]
     #: names (relation names and aliases) that denote an in-play masked relation -> its qualified name
     row_names: dict[str, str]
+    #: in-play masked relations and the schema for unqualified names
+    in_play: set[str]
+    default_schema: str
     #: output aliases of masked columns in the outermost target list
     aliases: dict[str, set[str]] = field(default_factory=dict)
     uses: set[tuple[str, str]] = field(default_factory=set)
@@ -100,7 +104,7 @@ class _Scanner:
             return
         last = fields[-1]
         if isinstance(last, ast.A_Star):
-            prefix = [f.sval for f in fields[:-1] if isinstance(f, ast.String)]
+            prefix = [f.sval for f in fields[:-1] if isinstance(f, ast.String) and f.sval]
             if not prefix:
                 self.whole_row(self.s.row_names.values())
             else:
@@ -110,7 +114,7 @@ class _Scanner:
             return
         if not isinstance(last, ast.String):
             return
-        name = last.sval
+        name = last.sval or ""
         if len(fields) == 1 and name in self.s.row_names:
             self.whole_row([self.s.row_names[name]])
         if name in self.s.columns:
@@ -128,7 +132,7 @@ class _Scanner:
     def _relations_for(self, fields: tuple[ast.Node, ...], column: str) -> set[str]:
         candidates = self.s.columns[column]
         if len(fields) >= 2 and isinstance(fields[-2], ast.String):
-            rel = self.s.row_names.get(fields[-2].sval)
+            rel = self.s.row_names.get(fields[-2].sval or "")
             if rel is not None and rel in candidates:
                 return {rel}
         return candidates
@@ -139,17 +143,17 @@ class _Scanner:
                 if rel in rels:
                     self.s.uses.add((f"{rel}.{column}", "whole_row"))
 
-    def is_plain_masked(self, node: ast.Node | None) -> bool:
-        """A bare column reference (optionally qualified) to a masked column name."""
+    def plain_masked(self, node: ast.Node | None) -> str | None:
+        """The masked column name when ``node`` is a bare (optionally qualified) reference to one."""
         if not isinstance(node, ast.ColumnRef):
-            return False
+            return None
         fields = tuple(node.fields or ())
         if not fields or not all(isinstance(f, ast.String) for f in fields):
-            return False
-        name = fields[-1].sval
+            return None
+        name = fields[-1].sval or ""
         if len(fields) == 1 and name in self.s.row_names:
-            return False  # a whole-row reference, not a column
-        return name in self.s.columns
+            return None  # a whole-row reference, not a column
+        return name if name in self.s.columns else None
 
     # -- generic scan ---------------------------------------------------------------------
 
@@ -181,8 +185,12 @@ class _Scanner:
             self.scan(child, clause)
 
     def join(self, node: ast.JoinExpr, clause: str) -> None:
-        self.scan(node.larg, "subquery" if clause == "subquery" else "from")
-        self.scan(node.rarg, "subquery" if clause == "subquery" else "from")
+        sides = [side for side in (node.larg, node.rarg) if isinstance(side, ast.Node)]
+        if clause == "subquery":
+            for side in sides:
+                self.scan(side, "subquery")
+        else:
+            self.from_clause(sides)
         self.scan(node.quals, clause)
         for item in node.usingClause or ():
             if isinstance(item, ast.String) and item.sval in self.s.columns:
@@ -217,9 +225,9 @@ class _Scanner:
         for target in targets:
             val = target.val if isinstance(target, ast.ResTarget) else target
             vals.append(val)
-            if self.is_plain_masked(val):
+            column = self.plain_masked(val)
+            if column is not None:
                 if record_aliases and isinstance(target, ast.ResTarget) and target.name:
-                    column = val.fields[-1].sval
                     self.s.aliases.setdefault(target.name, set()).add(column)
                 continue
             if isinstance(val, ast.ColumnRef) and val.fields and isinstance(val.fields[-1], ast.A_Star):
@@ -232,15 +240,14 @@ class _Scanner:
             node = item.node if isinstance(item, ast.SortBy) else item
             if not (isinstance(node, ast.A_Const) and isinstance(node.val, ast.Integer)):
                 continue
-            index = node.val.ival - 1
+            index = (node.val.ival or 0) - 1
             target = targets[index] if 0 <= index < len(targets) else None
-            if has_star or self.is_plain_masked(target):
-                if self.is_plain_masked(target) and isinstance(target, ast.ColumnRef):
-                    column = target.fields[-1].sval
-                    self.s.add(self.s.columns[column], column, "positional")
-                else:
-                    for column, rels in self.s.columns.items():
-                        self.s.add(rels, column, "positional")
+            column = self.plain_masked(target)
+            if column is not None:
+                self.s.add(self.s.columns[column], column, "positional")
+            elif has_star:
+                for name, rels in self.s.columns.items():
+                    self.s.add(rels, name, "positional")
 
     def top_select(self, node: ast.SelectStmt) -> None:
         if node.op != enums.SetOperation.SETOP_NONE or node.intoClause is not None:
@@ -251,7 +258,8 @@ class _Scanner:
             self.scan(node.withClause, "subquery")
         targets = self.target_list(node.targetList or (), record_aliases=True)
         has_star = any(
-            isinstance(t, ast.ColumnRef) and t.fields and isinstance(t.fields[-1], ast.A_Star) for t in targets
+            isinstance(t, ast.ColumnRef) and t.fields and isinstance(t.fields[-1], ast.A_Star)
+            for t in targets
         )
         self.from_clause(node.fromClause or ())
         self.scan(node.whereClause, "where")
@@ -314,8 +322,8 @@ class _Scanner:
             if node.query is not None:
                 self.scan(node.query, "subquery")
             elif node.relation is not None:
-                rel = self.s.row_names.get(node.relation.relname or "")
-                if rel is not None and not node.is_from:
+                rel = qualify_relation(node.relation, self.s.default_schema)
+                if rel in self.s.in_play and not node.is_from:
                     self.whole_row([rel])
         else:
             # CREATE TABLE AS, CREATE VIEW, ... : values are copied where masking cannot follow.
@@ -355,12 +363,19 @@ def find_masked_column_uses(
         if isinstance(node, ast.RangeVar):
             rel = qualify_relation(node, default_schema)
             if rel in in_play:
-                row_names[node.relname] = rel
+                row_names[node.relname or ""] = rel
                 if node.alias is not None and node.alias.aliasname:
                     row_names[node.alias.aliasname] = rel
-    state = _State(columns=columns, row_names=row_names)
+    state = _State(columns=columns, row_names=row_names, in_play=in_play, default_schema=default_schema)
     if stmt.stmt is not None:
-        _Scanner(state).statement(stmt.stmt)
+        try:
+            _Scanner(state).statement(stmt.stmt)
+        except RecursionError as exc:
+            raise InvalidInput(
+                "The SQL statement is nested too deeply to check for uses of masked columns.",
+                hint="simplify it",
+                details={"rule_id": "sql.too_complex"},
+            ) from exc
     uses = sorted(state.uses, key=lambda u: (u[1], u[0]))
     return tuple(
         MaskedColumnUse(column=column, clause=clause, message=f"Masked column {column} {_MESSAGES[clause]}.")

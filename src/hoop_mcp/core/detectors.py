@@ -45,15 +45,6 @@ Validator = Callable[[re.Match[str]], "tuple[int, int] | None"]
 
 
 @dataclass(frozen=True, slots=True)
-class Alternative:
-    """One regular expression of a detector (a detector may have several)."""
-
-    detector: str
-    pattern: str
-    validator: Validator | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Hit:
     """A validated match: ``text[start:end]`` is masked and counted under ``name``."""
 
@@ -62,22 +53,15 @@ class Hit:
     name: str
 
 
-def _whole(m: re.Match[str]) -> tuple[int, int]:
-    return m.span()
-
-
 # --- validators ---------------------------------------------------------------------------------
 
 
+_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
 def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    """The Luhn (mod 10) checksum of a string of ASCII digits."""
+    total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLE[int(c)] for c in digits[-2::-2])
     return total % 10 == 0
 
 
@@ -96,25 +80,23 @@ _GROUP_RE = re.compile(r"\d+")
 
 
 def _validate_card(m: re.Match[str]) -> tuple[int, int] | None:
+    """The longest run of whole digit groups (13-19 digits) from the anchor that is a valid card.
+
+    Only runs starting at the anchor are considered: a card further along the run has its own
+    anchor (the scan visits the start of every digit group), and so does anything before it.
+    """
     text = m.group()
-    digits = text.replace(" ", "").replace("-", "")
-    if _card_ok(digits):
-        return m.span()
-    # A grouped card can sit next to other digit groups ("ref 12 4111 1111 1111 1111"): try every
-    # run of whole groups.
-    groups = [g.span() for g in _GROUP_RE.finditer(text)]
-    if len(groups) < 2:
+    if len(text) - text.count(" ") - text.count("-") < 13:
         return None
-    base = m.start()
-    for i in range(len(groups)):
-        for j in range(len(groups) - 1, i - 1, -1):
-            if (i, j) == (0, len(groups) - 1):
-                continue
-            s, e = groups[i][0], groups[j][1]
-            candidate = text[s:e].replace(" ", "").replace("-", "")
-            if _card_ok(candidate):
-                return base + s, base + e
-    return None
+    best: tuple[int, int] | None = None
+    count = 0
+    for g in _GROUP_RE.finditer(text):
+        count += g.end() - g.start()
+        if count > 19:
+            break
+        if count >= 13 and _card_ok(text[: g.end()].replace(" ", "").replace("-", "")):
+            best = (m.start(), m.start() + g.end())
+    return best
 
 
 def _validate_ssn(m: re.Match[str]) -> tuple[int, int] | None:
@@ -156,145 +138,229 @@ def iban_ok(compact: str) -> bool:
 
 
 def _validate_iban(m: re.Match[str]) -> tuple[int, int] | None:
-    text = m.group()
+    # The anchor is the first check digit: the country code is the two characters before it.
+    start = m.start() - 2
+    text = m.string[start : m.end()]
     # Try the whole match, then shorter prefixes ending at a space (trailing words in capitals).
     ends = [len(text)] + [i for i in range(len(text) - 1, 0, -1) if text[i] == " "]
     for end in ends:
         if iban_ok(text[:end].replace(" ", "")):
-            return m.start(), m.start() + end
+            return start, start + end
     return None
 
 
-def _validate_jwt(m: re.Match[str]) -> tuple[int, int] | None:
-    header = m.group().split(".", 1)[0]
+# --- patterns -----------------------------------------------------------------------------------
+#
+# Every alternative is anchored on one rare character (``anchor``): a digit, ``@``, ``_``, ``-``,
+# ``:``/``=``, ``+``, ``(``, ``I`` (AKIA/ASIA) or ``J`` (``eyJ``). The scanner's regular expression
+# starts with the class of all anchors, so the engine skips plain words at C speed. ``pattern`` is
+# matched right *after* the anchor character; ``back`` is how many characters before the anchor
+# belong to the secret (checked by a look-behind in ``pattern``).
+
+#: Text that is already a mask token (must not be masked again).
+TOKEN_PATTERN = r"\[REDACTED(?::[A-Z0-9_]{1,64})?\]|hash:[a-p]{16}(?![A-Za-z0-9])"  # noqa: S105
+
+_DIGITS = "0123456789"
+
+
+def _back(n: int, validate: Validator | None = None) -> Validator:
+    def shift(m: re.Match[str]) -> tuple[int, int] | None:
+        span = m.span() if validate is None else validate(m)
+        return None if span is None else (span[0] - n, span[1])
+
+    return shift
+
+
+def _validate_jwt_at(m: re.Match[str]) -> tuple[int, int] | None:
+    start = m.start() - 2
+    header = m.string[start : m.string.index(".", start)]
     try:
         raw = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
         decoded = json.loads(raw)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         return None
     if isinstance(decoded, dict) and "alg" in decoded:
-        return m.span()
+        return start, m.end()
     return None
 
 
-def _value_of(group: str) -> Validator:
-    def validate(m: re.Match[str]) -> tuple[int, int] | None:
-        return m.span(group)
-
-    return validate
+_LOCAL_RUN = re.compile(r"[A-Za-z0-9._%+-]{1,64}\Z")
 
 
-# --- patterns -----------------------------------------------------------------------------------
+def _validate_email_at(m: re.Match[str]) -> tuple[int, int] | None:
+    at = m.start()
+    local = _LOCAL_RUN.search(m.string, max(0, at - 64), at)
+    if local is None:
+        return None
+    return local.start(), m.end()
 
-#: Text that is already a mask token (must not be masked again).
-TOKEN_PATTERN = r"\[REDACTED(?::[A-Z0-9_]{1,64})?\]|hash:[a-p]{16}(?![A-Za-z0-9])"
 
-_KEYCHARS = "A-Za-z0-9_"
-_SEP_ASSIGN = r"""["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}"""
+#: Key names (lower case, without ``_``/``-``/``.``) whose assigned value is a secret.
+ASSIGNMENT_KEYS: tuple[str, ...] = (
+    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "accesskey", "secretkey",
+    "privatekey", "clientsecret",
+)  # fmt: skip
+_AWS_SECRET_KEYS = ("secretaccesskey", "awssecretkey", "awssecret")
+_ASSIGN_VALUE = re.compile(
+    r"""(?:(?<==)>|(?<=:)=)?[ \t]{0,3}(?:"(?P<dq>[^"\r\n]{1,256})"?|'(?P<sq>[^'\r\n]{1,256})'?"""
+    r"""|(?P<bare>[^\s"'`,;&<>(){}\[\]]{1,256}))"""
+)
+_ALREADY_MASKED = re.compile(TOKEN_PATTERN + r"|\*")
+_KEY_TAIL = re.compile(r"""[A-Za-z0-9_.\-]{1,64}["']?[ \t]{0,3}\Z""")
+_AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
 
-_ALTERNATIVES: tuple[Alternative, ...] = (
+
+def validate_assignment(m: re.Match[str]) -> Hit | None:
+    """``key = value`` / ``"key": "value"`` where the key names a secret: the value's span."""
+    text = m.string
+    op = m.start()
+    tail = _KEY_TAIL.search(text, max(0, op - 70), op)
+    if tail is None:
+        return None
+    key = tail.group().rstrip(" \t\"'").lower()
+    norm = key.replace("_", "").replace("-", "").replace(".", "")
+    if not norm.endswith(ASSIGNMENT_KEYS):
+        return None
+    value = _ASSIGN_VALUE.match(text, op + 1)
+    if value is None:
+        return None
+    group = "dq" if value.group("dq") is not None else "sq" if value.group("sq") is not None else "bare"
+    start, end = value.span(group)
+    if _ALREADY_MASKED.match(text, start):
+        return None
+    secret = text[start:end]
+    if norm.endswith(_AWS_SECRET_KEYS) and _AWS_SECRET_VALUE.fullmatch(secret):
+        return Hit(start, end, "aws_secret_key")
+    return Hit(start, end, "password_assignment")
+
+
+@dataclass(frozen=True, slots=True)
+class Anchored:
+    """An alternative anchored on one of ``anchors``; ``pattern`` follows the anchor character."""
+
+    detector: str
+    anchors: str
+    pattern: str
+    validator: Validator | None = None
+    #: Validates and names the hit itself (assignments decide between two detectors).
+    hit_validator: Callable[[re.Match[str]], Hit | None] | None = None
+    #: Other detectors this alternative may report (enable it when any of them is enabled).
+    also: tuple[str, ...] = ()
+
+
+_ALTERNATIVES: tuple[Anchored, ...] = (
     # PEM / OpenSSH / PGP private keys: header through footer (or to the end of a truncated cell).
-    Alternative(
+    Anchored(
         "private_key",
-        r"-(?<!-.)----BEGIN[A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?-----"
+        "-",
+        r"(?<!--)----BEGIN[A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?-----"
         r"(?s:.*?-----END[A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?-----|.*)",
-        _whole,
     ),
-    Alternative(
+    Anchored(
         "jwt",
-        r"e(?<![A-Za-z0-9_\-].)yJ[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{2,}+\.[A-Za-z0-9_-]*+",
-        _validate_jwt,
+        "J",
+        r"(?<=eyJ)(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{2,}+\.[A-Za-z0-9_-]*+",
+        _validate_jwt_at,
     ),
-    Alternative(
-        "aws_secret_key",
-        r"[aA](?i:ws[_.-]?secret(?:[_.-]?access)?[_.-]?key)" + _SEP_ASSIGN
-        + r"""["']?(?P<aws_v1>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])""",
-        _value_of("aws_v1"),
-    ),
-    Alternative(
-        "aws_secret_key",
-        r"[sS](?<![A-Za-z0-9].)(?i:ecret[_.-]?access[_.-]?key)" + _SEP_ASSIGN
-        + r"""["']?(?P<aws_v2>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])""",
-        _value_of("aws_v2"),
-    ),
-    Alternative(
+    # key=value / "key": "value": the anchor is the operator, the key is checked in Python.
+    Anchored(
         "password_assignment",
-        r"[pPsStTaA](?<![A-Za-z0-9].)"
-        r"(?i:(?<=p)(?:assword|asswd|assphrase|wd)|(?<=s)ecret|(?<=t)oken"
-        r"|(?<=a)(?:pi[_-]?key|ccess[_-]?key|uth[_-]?token|ccess[_-]?token))"
-        + _SEP_ASSIGN
-        + r"""(?P<pw_q>["'])?(?!\[REDACTED|hash:[a-p]{16}(?![A-Za-z0-9]))"""
-        r"""(?P<pw_v>(?(pw_q)[^"'\r\n]{1,256}|[^\s"'`,;&<>(){}\[\]]{1,256}))""",
-        _value_of("pw_v"),
+        ":=",
+        r"""(?<=[A-Za-z"' \t][:=])""",
+        hit_validator=validate_assignment,
+        also=("aws_secret_key",),
     ),
-    Alternative(
+    Anchored(
         "aws_access_key",
-        r"A(?<![A-Za-z0-9].)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])",
-        _whole,
+        "I",
+        r"(?<=A[KS]I)(?<![A-Za-z0-9]A[KS]I)A[A-Z0-9]{16}(?![A-Za-z0-9])",
+        _back(2),
     ),
-    Alternative(
+    Anchored(
         "github_token",
-        r"g(?<![A-Za-z0-9_].)(?:h[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])",
-        _whole,
+        "_",
+        r"(?<=gh[pousr]_)(?<![A-Za-z0-9_]gh._)[A-Za-z0-9]{36,255}(?![A-Za-z0-9_])",
+        _back(3),
     ),
-    Alternative(
-        "gitlab_token",
-        r"g(?<![A-Za-z0-9_].)l(?:pat|dt|rt|ptt|ft|soat|oas|cbt)-[A-Za-z0-9_-]{20,255}+",
-        _whole,
+    Anchored(
+        "github_token",
+        "_",
+        r"(?<=github_)(?<![A-Za-z0-9_]github_)pat_[A-Za-z0-9_]{22,255}(?![A-Za-z0-9_])",
+        _back(6),
     ),
-    Alternative(
-        "slack_token",
-        r"x(?<![A-Za-z0-9].)ox[abposr]-[A-Za-z0-9-]{10,255}+",
-        _whole,
-    ),
-    Alternative(
+    Anchored(
         "stripe_key",
-        r"[spr](?<![A-Za-z0-9_].)k_(?:live|test)_[A-Za-z0-9]{10,247}+",
-        _whole,
+        "_",
+        r"(?<=[spr]k_)(?<![A-Za-z0-9_][spr]k_)(?:live|test)_[A-Za-z0-9]{10,247}+",
+        _back(2),
     ),
-    Alternative(
+    Anchored(
+        "gitlab_token",
+        "-",
+        r"(?<=gl(?:dt|rt|ft)-)(?<![A-Za-z0-9_]gl..-)[A-Za-z0-9_-]{20,255}+",
+        _back(4),
+    ),
+    Anchored(
+        "gitlab_token",
+        "-",
+        r"(?<=gl(?:pat|ptt|oas|cbt)-)(?<![A-Za-z0-9_]gl...-)[A-Za-z0-9_-]{20,255}+",
+        _back(5),
+    ),
+    Anchored(
+        "slack_token",
+        "-",
+        r"(?<=xox[abposr]-)(?<![A-Za-z0-9]xox.-)[A-Za-z0-9-]{10,255}+",
+        _back(4),
+    ),
+    Anchored(
+        "email",
+        "@",
+        r"(?<=[A-Za-z0-9._%+-]@)(?:[A-Za-z0-9-]{1,63}+\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+        _validate_email_at,
+    ),
+    # Country code, two check digits (the anchor is the first one), 11-30 more characters.
+    Anchored(
         "iban",
-        r"[A-Z](?<![A-Za-z0-9].)[A-Z]\d{2}(?:[ ]?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
+        _DIGITS,
+        r"(?<=[A-Z]{2}\d)(?<![A-Za-z0-9][A-Z]{2}\d)\d(?:[ ]?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
         _validate_iban,
     ),
-    Alternative(
-        "email",
-        r"[A-Za-z0-9._%+-](?<![A-Za-z0-9._%+-].)[A-Za-z0-9._%+-]{0,63}+@"
-        r"(?:[A-Za-z0-9-]{1,63}+\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])",
-        _whole,
-    ),
-    Alternative(
-        "payment_card",
-        r"\d(?<!\d.)(?:[ -]?\d){12,18}(?!\d)",
-        _validate_card,
-    ),
-    Alternative(
+    # A maximal run of digit groups with single space/dash separators; the validator picks the card.
+    Anchored("payment_card", _DIGITS, r"(?=[\d -]{12})\d*+(?:[ -]\d++)*+", _validate_card),
+    Anchored(
         "us_ssn",
-        r"\d(?<!\d.)(?<!\d-.)\d{2}(?P<ssn_sep>[- ])\d{2}(?P=ssn_sep)\d{4}(?!\d|-\d)",
+        _DIGITS,
+        r"\d{2}(?:-\d{2}-| \d{2} )\d{4}(?!\d|-\d)(?<!\d-\d{3}-\d{2}-\d{4})",
         _validate_ssn,
     ),
-    # +country code, optional "(0)"-style trunk/area group, digits with single separators.
-    Alternative(
+    # NXX-NXX-XXXX, NXX.NXX.XXXX, NXX NXX XXXX (one consistent separator), optional leading "1-".
+    Anchored(
         "phone",
-        r"\+(?<![A-Za-z0-9+].)[1-9]\d{0,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d){6,14}(?!\d)",
+        _DIGITS,
+        r"(?<=[2-9])(?<![A-Za-z_.+/-][2-9])\d{2}(?:-[2-9]\d{2}-|\.[2-9]\d{2}\.| [2-9]\d{2} )\d{4}"
+        r"(?!\d|[.-]\d)",
+    ),
+    Anchored(
+        "phone",
+        "1",
+        r"(?<![A-Za-z_.+/-]1)"
+        r"(?:-[2-9]\d{2}-[2-9]\d{2}-|\.[2-9]\d{2}\.[2-9]\d{2}\.| [2-9]\d{2} [2-9]\d{2} )"
+        r"\d{4}(?!\d|[.-]\d)",
+    ),
+    # +country code, optional "(0)"-style trunk/area group, digits with single separators.
+    Anchored(
+        "phone",
+        "+",
+        r"(?<![A-Za-z0-9+]\+)[1-9]\d{0,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d){6,14}(?!\d)",
         _validate_phone_intl,
     ),
     # (NXX) NXX-XXXX
-    Alternative(
+    Anchored(
         "phone",
-        r"\((?<![A-Za-z0-9].)[2-9]\d{2}\)[ ]?[2-9]\d{2}[ .-]?\d{4}(?!\d)",
-        _whole,
-    ),
-    # NXX-NXX-XXXX, NXX.NXX.XXXX, NXX NXX XXXX (one consistent separator), optional leading "1-".
-    Alternative(
-        "phone",
-        r"[12-9](?<![A-Za-z0-9_.+/-].)(?:(?<=1)[ .-][2-9]\d{2}|(?<=[2-9])\d{2})(?P<ph_sep>[ .-])"
-        r"[2-9]\d{2}(?P=ph_sep)\d{4}(?!\d|[.-]\d)",
-        _whole,
+        "(",
+        r"(?<![A-Za-z0-9]\()[2-9]\d{2}\)[ ]?[2-9]\d{2}[ .-]?\d{4}(?!\d)",
     ),
 )
-
-BUILTIN_ALTERNATIVES: tuple[Alternative, ...] = _ALTERNATIVES
 
 #: Short labels used in ``[REDACTED:<LABEL>]`` tokens.
 LABELS: dict[str, str] = {
@@ -318,48 +384,101 @@ LABELS: dict[str, str] = {
 class Scanner:
     """Finds validated detector hits in text with one combined regular expression."""
 
-    __slots__ = ("_alts", "_combined", "_marker_index", "_singles")
+    __slots__ = ("_alts", "_by_anchor", "_combined", "_enabled", "_marker_index", "_singles")
 
     def __init__(self, enabled: frozenset[str] | set[str] | tuple[str, ...]) -> None:
         wanted = set(enabled)
-        self._alts = tuple(a for a in _ALTERNATIVES if a.detector in wanted)
-        parts = [f"(?:{a.pattern})(?P<_m{i}>)" for i, a in enumerate(self._alts)]
-        self._combined: re.Pattern[str] | None = re.compile("|".join(parts)) if parts else None
-        self._marker_index = {f"_m{i}": i for i in range(len(self._alts))}
-        self._singles = tuple(re.compile(a.pattern) for a in self._alts)
+        self._enabled = frozenset(wanted)
+        self._alts = tuple(a for a in _ALTERNATIVES if a.detector in wanted or wanted & set(a.also))
+        self._marker_index: dict[str, int] = {}
+        anchors = "".join(sorted({c for a in self._alts for c in a.anchors}))
+        # Group the alternatives by anchor kind, keeping priority order inside each group.
+        groups: dict[str, list[int]] = {}
+        for i, alt in enumerate(self._alts):
+            groups.setdefault(alt.anchors, []).append(i)
+        branches: list[str] = []
+        for anchor_set, indices in groups.items():
+            inner = "|".join(f"(?:{self._alts[i].pattern})(?P<_m{i}>)" for i in indices)
+            for i in indices:
+                self._marker_index[f"_m{i}"] = i
+            prefix = f"(?<={_char_class(anchor_set)})"
+            if set(anchor_set) <= set(_DIGITS):
+                prefix += r"(?<!\d\d)"  # digit detectors start at the first digit of a run
+            branches.append(f"{prefix}(?:{inner})")
+        self._combined: re.Pattern[str] | None = (
+            re.compile(f"{_char_class(anchors)}(?:{'|'.join(branches)})") if branches else None
+        )
+        self._singles = tuple(
+            re.compile(
+                _char_class(a.anchors)
+                + (r"(?<!\d\d)" if set(a.anchors) <= set(_DIGITS) else "")
+                + f"(?:{a.pattern})"
+            )
+            for a in self._alts
+        )
+        self._by_anchor = {c: tuple(i for i, a in enumerate(self._alts) if c in a.anchors) for c in anchors}
+
+    def _check(self, index: int, m: re.Match[str]) -> Hit | None:
+        alt = self._alts[index]
+        if alt.hit_validator is not None:
+            hit = alt.hit_validator(m)
+            if hit is None or hit.name in self._enabled:
+                return hit
+            # e.g. an AWS secret found by the assignment rule while only password_assignment is on.
+            return Hit(hit.start, hit.end, alt.detector) if alt.detector in self._enabled else None
+        span = alt.validator(m) if alt.validator is not None else m.span()
+        if span is None or span[1] <= span[0]:
+            return None
+        return Hit(span[0], span[1], alt.detector)
 
     def find(self, text: str) -> list[Hit] | None:
         """Validated, non-overlapping hits in text order, or ``None`` when there are none."""
         combined = self._combined
         if combined is None:
             return None
+        if text[:1].isdigit() and _SAFE_SHAPE.fullmatch(text) is not None:
+            return None
         search = combined.search
         m = search(text)
         if m is None:
             return None
         hits: list[Hit] | None = None
-        alts = self._alts
         while m is not None:
             index = self._marker_index[m.lastgroup or ""]
-            alt = alts[index]
-            span = alt.validator(m) if alt.validator is not None else m.span()
-            start = m.start()
-            if span is None:
-                # Lower-priority alternatives at the same position.
-                for j in range(index + 1, len(alts)):
-                    other = self._singles[j].match(text, start)
-                    if other is None:
+            anchor = m.start()
+            hit = self._check(index, m)
+            if hit is None:
+                # Lower-priority alternatives on the same anchor character.
+                for j in self._by_anchor[text[anchor]]:
+                    if j <= index:
                         continue
-                    v = alts[j].validator
-                    span = v(other) if v is not None else other.span()
-                    if span is not None:
-                        alt = alts[j]
-                        break
-            if span is None or span[1] <= span[0]:
-                m = search(text, start + 1)
+                    other = self._singles[j].match(text, anchor)
+                    if other is not None:
+                        hit = self._check(j, other)
+                        if hit is not None:
+                            break
+            if hit is None:
+                m = search(text, anchor + 1)
                 continue
             if hits is None:
                 hits = []
-            hits.append(Hit(span[0], span[1], alt.detector))
-            m = search(text, max(span[1], start + 1))
+            if hits and hit.start < hits[-1].end:
+                last = hits[-1]
+                hits[-1] = Hit(last.start, max(last.end, hit.end), last.name)
+            else:
+                hits.append(hit)
+            m = search(text, max(hit.end, anchor + 1))
         return hits
+
+
+#: Whole-cell shapes that cannot hold a secret: ISO dates/times/timestamps, UUIDs, short numbers.
+_SAFE_SHAPE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+    r"|\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|-?\d{1,12}(?:\.\d+)?"
+)
+
+
+def _char_class(chars: str) -> str:
+    return "[" + "".join("\\" + c if c in "\\]^-[" else c for c in chars) + "]"

@@ -57,7 +57,7 @@ _ALGORITHM_KEYS: Final[dict[str, tuple[str, str | None]]] = {
 #: Algorithms that must never be accepted: symmetric ones (the "secret" would be a public key) and none.
 _FORBIDDEN_ALGORITHM_RE: Final = re.compile(r"^(none|HS\d*)$", re.IGNORECASE)
 #: JWS compact serialization: three base64url segments (the signature may not be empty for us).
-_COMPACT_JWS_RE: Final = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_COMPACT_JWS_RE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Upper bound for a discovery document or JWKS body.
 _MAX_DOCUMENT_BYTES: Final = 1024 * 1024
@@ -339,7 +339,7 @@ class OidcAuthenticator:
             raise AuthenticationError(
                 f"malformed token: too large ({len(token)} characters, max {settings.max_token_bytes} bytes)"
             )
-        if not _COMPACT_JWS_RE.match(token):
+        if not _COMPACT_JWS_RE.fullmatch(token):
             raise AuthenticationError(
                 "malformed token: not a JWS compact serialization (three base64url segments separated by '.')"
             )

@@ -59,6 +59,9 @@ FlagName = Literal[
     "returning",
     "system_catalog",
     "merge",
+    "xid_assign",
+    "dynamic_sql",
+    "sleep",
 ]
 KNOWN_EFFECTS: tuple[str, ...] = get_args(EffectName)
 KNOWN_FLAGS: tuple[str, ...] = get_args(FlagName)
@@ -524,11 +527,12 @@ def _conditions(match: RuleMatch, facts: CallFacts) -> Iterator[Condition]:
         yield ("flags_none", not hits, why)
     if match.flags_only is not None:
         extra = [flag for flag in plan.flags if flag not in match.flags_only]
-        why = (
-            f"flags {_fmt(extra)} are not in {_fmt(match.flags_only)}"
-            if extra
-            else f"all flags {_fmt(plan.flags)} are in {_fmt(match.flags_only)}"
-        )
+        if extra:
+            why = f"flags {_fmt(extra)} are not in {_fmt(match.flags_only)}"
+        elif plan.flags:
+            why = f"all flags {_fmt(plan.flags)} are in {_fmt(match.flags_only)}"
+        else:
+            why = "the plan has no flags"
         yield ("flags_only", not extra, why)
     if match.unsafe_static_principal is not None:
         held = principal.unsafe_static == match.unsafe_static_principal

@@ -3,7 +3,6 @@
 Only this package imports ``mcp``. Every tool call goes through :class:`~hoop_mcp.core.pipeline.Pipeline`.
 """
 
-from __future__ import annotations
 
 import contextvars
 import logging

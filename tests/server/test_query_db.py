@@ -1,0 +1,107 @@
+"""query_db end to end through a real MCP client (in memory) against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp import types as mt
+
+from hoop_mcp.demo_data import CUSTOMERS, SENSITIVE_VALUES
+from tests.support.hoop import write_config, hoop_server
+from tests.support.pg import ShopDb
+
+pytestmark = pytest.mark.anyio
+
+
+def _text(result: mt.CallToolResult) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def _everything(result: mt.CallToolResult) -> str:
+    return _text(result) + json.dumps(result.structured_content or {})
+
+
+def accept(answers: list[str]) -> Any:
+    async def cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
+        answers.append(params.message)
+        return mt.ElicitResult(action="accept", content={"confirm": True, "comment": "ok"})
+
+    return cb
+
+
+async def decline_cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
+    return mt.ElicitResult(action="decline")
+
+
+async def test_an_allowed_read_returns_rows_with_pii_masked(shop: ShopDb, tmp_path: Path) -> None:
+    setup = write_config(tmp_path, shop)
+    async with hoop_server(setup) as (hoop, _), Client(hoop.mcp) as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool(
+                "query_db",
+                {"connection": "shop", "sql": "SELECT id, name, email, ssn AS s, card_number, notes FROM customers ORDER BY id"},
+            )
+    assert not result.is_error, _text(result)
+    data = result.structured_content
+    assert data is not None
+    assert [c["name"] for c in data["columns"]] == ["id", "name", "email", "s", "card_number", "notes"]
+    assert data["columns"][3]["source"] == "public.customers.ssn"
+    assert data["columns"][3]["masked"] is True
+    assert [r[0] for r in data["rows"]] == [c[0] for c in CUSTOMERS]
+    assert data["rows"][0][1] == "Ada Quill"
+    assert data["rows"][0][4].endswith("1111") and "4111" not in data["rows"][0][4][:4]
+    everything = _everything(result)
+    for value in SENSITIVE_VALUES:
+        assert value not in everything
+    assert data["redactions"]
+
+
+async def test_drop_table_is_denied_by_a_named_rule_and_the_table_survives(shop: ShopDb, tmp_path: Path) -> None:
+    setup = write_config(tmp_path, shop)
+    async with hoop_server(setup) as (hoop, _), Client(hoop.mcp) as client:
+        result = await client.call_tool("query_db", {"connection": "shop", "sql": "DROP TABLE orders"})
+    assert result.is_error
+    assert "Denied by rule" in _text(result)
+    assert shop.admin_query("SELECT count(*) FROM orders") == [(6,)]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_an_update_runs_only_after_the_user_confirms_it(shop: ShopDb, tmp_path: Path, mode: str) -> None:
+    setup = write_config(tmp_path, shop)
+    prompts: list[str] = []
+    sql = "UPDATE orders SET status = 'shipped' WHERE id = 102"
+    async with hoop_server(setup) as (hoop, _), Client(hoop.mcp, elicitation_callback=accept(prompts), mode=mode) as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool("query_db", {"connection": "shop", "sql": sql})
+    assert not result.is_error, _text(result)
+    assert result.structured_content is not None
+    assert result.structured_content["confirmed_by_user"] is True
+    assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("shipped",)]
+    assert prompts and sql in prompts[-1] and "public.orders" in prompts[-1] and "Estimate" in prompts[-1]
+
+
+async def test_a_declined_update_changes_nothing(shop: ShopDb, tmp_path: Path) -> None:
+    setup = write_config(tmp_path, shop)
+    async with hoop_server(setup) as (hoop, _), Client(hoop.mcp, elicitation_callback=decline_cb) as client:
+        result = await client.call_tool(
+            "query_db", {"connection": "shop", "sql": "UPDATE orders SET status = 'x' WHERE id = 102"}
+        )
+    assert result.is_error
+    assert "did not confirm" in _text(result)
+    assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("pending",)]
+
+
+async def test_a_client_without_elicitation_gets_a_refusal_naming_the_rule(shop: ShopDb, tmp_path: Path) -> None:
+    setup = write_config(tmp_path, shop)
+    async with hoop_server(setup) as (hoop, _), Client(hoop.mcp) as client:
+        result = await client.call_tool(
+            "query_db", {"connection": "shop", "sql": "UPDATE orders SET status = 'x' WHERE id = 102"}
+        )
+    assert result.is_error
+    assert "cannot show a confirmation prompt" in _text(result)
+    assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("pending",)]

@@ -1,0 +1,90 @@
+"""Build a real hoop-mcp server (config file, policy files, audit store) around a test database."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from hoop_mcp.runtime import Runtime, open_runtime
+from hoop_mcp.server.app import HoopServer
+from tests.support.pg import ShopDb
+
+SHOP_MASKING = """\
+version: 1
+rules: []
+masking:
+  columns:
+    - {column: public.customers.ssn, strategy: redact}
+    - {column: public.customers.card_number, strategy: partial, keep_last: 4}
+    - {column: public.customers.email, strategy: hash}
+    - {column: public.customers.phone, strategy: partial, keep_last: 2}
+    - {column: public.customers.api_key, strategy: redact}
+"""
+
+ALLOW_ALL = """\
+version: 1
+rules:
+  - id: test-allow-everything
+    description: test-only policy that allows every call
+    verdict: allow
+"""
+
+
+def preset_text(name: str) -> str:
+    return resources.files("hoop_mcp").joinpath(f"policies/{name}.yaml").read_text()
+
+
+@dataclass
+class HoopSetup:
+    config_path: Path
+    environ: dict[str, str]
+    workdir: Path
+
+
+def write_config(
+    workdir: Path,
+    shop: ShopDb,
+    *,
+    policy: str | None = None,
+    masking: str = SHOP_MASKING,
+    identity: str | None = None,
+    connection_extra: str = "",
+    environ: dict[str, str] | None = None,
+) -> HoopSetup:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "policy.yaml").write_text(policy if policy is not None else preset_text("writes-need-confirmation"))
+    (workdir / "masking.yaml").write_text(masking)
+    identity = identity or textwrap.dedent(
+        """\
+        identity:
+          unsafe_static_principal: {subject: agent@example.com, groups: [engineers]}
+        """
+    )
+    extra = textwrap.indent(textwrap.dedent(connection_extra), "    ") if connection_extra else ""
+    (workdir / "hoop-mcp.yaml").write_text(
+        "version: 1\n"
+        + identity
+        + "policy_files: [policy.yaml, masking.yaml]\n"
+        + "audit: {sqlite_path: audit.db}\n"
+        + "connections:\n"
+        + "  shop:\n"
+        + "    kind: postgres\n"
+        + "    dsn: {env: SHOP_DSN}\n"
+        + "    statement_timeout_ms: 2000\n"
+        + extra
+    )
+    env = {"SHOP_DSN": shop.app_conninfo, **(environ or {})}
+    return HoopSetup(config_path=workdir / "hoop-mcp.yaml", environ=env, workdir=workdir)
+
+
+@asynccontextmanager
+async def hoop_server(setup: HoopSetup) -> AsyncIterator[tuple[HoopServer, Runtime]]:
+    runtime = await open_runtime(setup.config_path, environ=setup.environ)
+    try:
+        yield HoopServer(pipeline=runtime.pipeline, name="hoop-mcp-test"), runtime
+    finally:
+        await runtime.aclose()
