@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
     v = asub.add_parser("verify", help="verify the hash chain", description="Verify the audit log's hash chain.")
     _audit_source(v)
+    v.add_argument("--deep", action="store_true", help="also parse and re-encode every record (slower)")
 
     r = sub.add_parser("replay", help="print a session's timeline", description="Print a readable timeline.")
     _audit_source(r)
@@ -123,13 +124,13 @@ async def _serve(config: Path) -> None:
         await runtime.aclose()
 
 
-async def _verify(path: Path) -> int:
+async def _verify(path: Path, deep: bool) -> int:
     from hoop_mcp.core.replay import render_verify
     from hoop_mcp.stores.sqlite import SqliteAuditLog
 
-    audit = await SqliteAuditLog.open(path)
+    audit = await SqliteAuditLog.open(path, create=False)
     try:
-        report = await audit.verify()
+        report = await audit.verify(deep=deep)
     finally:
         await audit.close()
     print(render_verify(report))
@@ -140,7 +141,7 @@ async def _replay(path: Path, session: str | None, list_only: bool) -> int:
     from hoop_mcp.core.replay import render_timeline
     from hoop_mcp.stores.sqlite import SqliteAuditLog
 
-    audit = await SqliteAuditLog.open(path)
+    audit = await SqliteAuditLog.open(path, create=False)
     try:
         sessions = await audit.sessions()
         if list_only:
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(workdir=args.workdir, serve=args.serve)
         if args.command == "audit":
-            return anyio.run(_verify, _audit_path(args))
+            return anyio.run(_verify, _audit_path(args), args.deep)
         if args.command == "replay":
             return anyio.run(_replay, _audit_path(args), args.session, args.list)
         if args.command == "policy":

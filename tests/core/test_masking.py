@@ -14,7 +14,7 @@ from pydantic import JsonValue
 from hoop_mcp import demo_data
 from hoop_mcp.core.detectors import Scanner, luhn_ok
 from hoop_mcp.core.errors import MaskingError
-from hoop_mcp.core.masking import Masker, MaskedRows, partial_mask
+from hoop_mcp.core.masking import MaskedRows, Masker, partial_mask
 from hoop_mcp.core.masking_config import (
     BUILTIN_DETECTORS,
     ColumnRule,
@@ -235,7 +235,7 @@ def test_mask_rows_refuses_a_row_whose_width_does_not_match_the_metadata() -> No
 def test_every_seeded_sensitive_value_is_masked_in_the_demo_customers_table() -> None:
     sources: list[str | None] = [f"public.customers.{c}" for c in
         ("id", "name", "email", "phone", "ssn", "card_number", "api_key", "notes")]  # fmt: skip
-    rows = [list(c) for c in demo_data.CUSTOMERS]
+    rows: list[list[JsonValue]] = [list(c) for c in demo_data.CUSTOMERS]
     result = DEFAULT.mask_rows(connection="shop", sources=sources, rows=rows)  # detectors only
     dumped = json.dumps(result.rows)
     for secret in demo_data.SENSITIVE_VALUES:
@@ -311,7 +311,7 @@ phones = st.builds(
 seeded = st.sampled_from(demo_data.SENSITIVE_VALUES)
 pii = st.one_of(emails, cards, ssns, phones, seeded)
 # Filler text: words, punctuation and digits, but separated from the PII by whitespace.
-filler = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+filler = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 
 
 def _group(digits: str, sep: str) -> str:
@@ -371,7 +371,9 @@ def test_masking_partially_masked_text_again_only_hides_more(text: str) -> None:
 
 json_values: st.SearchStrategy[JsonValue] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | pii,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 

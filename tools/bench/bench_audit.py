@@ -97,9 +97,11 @@ async def bench_verify(path: Path, n: int) -> tuple[float, float, float]:
             for event in batch[: min(1000, n - done)]:
                 tg.start_soon(log.append, event)
         done += min(1000, n - done)
-    start = time.perf_counter()
-    report = await log.verify()
-    stored = n / (time.perf_counter() - start)
+    stored = 0.0
+    for _ in range(3):  # best of three: the machine may be shared
+        start = time.perf_counter()
+        report = await log.verify()
+        stored = max(stored, n / (time.perf_counter() - start))
     assert report.ok, report
     assert report.count == n, report
     records = await log.records()

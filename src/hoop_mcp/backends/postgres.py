@@ -202,7 +202,9 @@ class PostgresBackend:
         return PlannedCall(plan=plan, refusal=planned.refusal, private=planned.private)
 
     def _explain(self, statement: str) -> dict[str, JsonValue]:
-        with self._txn(read_only=True) as conn:
+        # Plain EXPLAIN never executes (it is allowed in a read-only transaction), but it checks
+        # privileges, so a write is explained as the application role, not the read role.
+        with self._txn(read_only=True, read_role=False) as conn:
             row = conn.cursor().execute(("EXPLAIN (FORMAT JSON) " + statement).encode(), binary=True)
             doc = row.fetchone()
             conn.execute("ROLLBACK")
@@ -262,8 +264,8 @@ class PostgresBackend:
                 parts.append(f"hint: {diag.message_hint}")
             raise BackendRejected("; ".join(parts), details={"sqlstate": exc.sqlstate or ""}) from None
 
-    def _txn(self, *, read_only: bool) -> _Txn:
-        return _Txn(self, read_only=read_only)
+    def _txn(self, *, read_only: bool, read_role: bool = True) -> _Txn:
+        return _Txn(self, read_only=read_only, read_role=read_role)
 
     def _execute_query(self, planned: PlannedCall) -> TableResult:
         cls = planned.private["classification"]
@@ -447,9 +449,10 @@ class PostgresBackend:
 class _Txn:
     """Check out a pooled connection and open a transaction with every per-call guard set."""
 
-    def __init__(self, backend: PostgresBackend, *, read_only: bool) -> None:
+    def __init__(self, backend: PostgresBackend, *, read_only: bool, read_role: bool) -> None:
         self._backend = backend
         self._read_only = read_only
+        self._read_role = read_role
         self._cm: Any = None
 
     def __enter__(self) -> psycopg.Connection[Any]:
@@ -468,7 +471,7 @@ class _Txn:
                 it=sql.Literal(s.idle_in_transaction_timeout_ms),
                 sp=sql.Identifier(s.schema_name),
             )
-            if self._read_only and s.read_role:
+            if self._read_only and self._read_role and s.read_role:
                 guards = sql.SQL("{}; SET LOCAL ROLE {}").format(guards, sql.Identifier(s.read_role))
             conn.execute(guards)
         except BaseException:

@@ -2,11 +2,11 @@
 
 Design (see ``docs/policies.md#masking``):
 
-* Every detector is one or more *alternatives*. Each alternative is a regular expression that
-  starts with a single character class or literal (so the regex engine's alternation can reject it
-  with one character test) and ends with an empty named group that marks which alternative
-  matched (``Match.lastgroup``). Boundary look-behinds are placed *after* the first character
-  (``X(?<!Y.)``) for the same reason.
+* Every detector is one or more *alternatives*, each anchored on one rare character (a digit,
+  ``@``, ``_``, ``-``, ``:``/``=``, ``+``, ``(``, ``I`` or ``J``), so the regex engine skips
+  ordinary words at C speed; boundaries are look-behinds after the anchor. An empty named group
+  at the end of each alternative tells which one matched (``Match.lastgroup``). Whole cells shaped
+  like ISO timestamps, UUIDs or short numbers are skipped before scanning.
 * All enabled alternatives are joined, in priority order, into one compiled pattern; text is scanned
   once. A candidate is then checked by its validator (Luhn, mod-97, SSN ranges, JWT header, ...),
   which returns the span to mask (for assignments only the value part) or ``None``. When a

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -302,16 +301,16 @@ class Pipeline:
         d = prepared.decision
         if isinstance(exc, InvalidInput):
             status, code = OutcomeStatus.INVALID, exc.code
-            message = f"Invalid input ({d.rule_id}): {exc.public_message}. Nothing was executed."
+            message = f"Invalid input ({d.rule_id}): {_sentence(exc.public_message)} Nothing was executed."
         elif isinstance(exc, AuthenticationError):
             status, code = OutcomeStatus.DENIED, exc.code
-            message = f"Not authenticated ({d.rule_id}): {exc.public_message}. Nothing was executed."
+            message = f"Not authenticated ({d.rule_id}): {_sentence(exc.public_message)} Nothing was executed."
         elif exc is not None:
             status, code = OutcomeStatus.ERROR, exc.code
             message = f"The call could not be prepared ({d.rule_id}); nothing was executed. Call id {prepared.call_id}."
         else:
             status, code = OutcomeStatus.DENIED, None
-            message = f"Denied by rule '{d.rule_id}': {d.reason}. Nothing was executed."
+            message = f"Denied by rule '{d.rule_id}': {_sentence(d.reason)} Nothing was executed."
         outcome = Outcome(status=status, rule_id=d.rule_id, reason=d.reason, error_code=code)
         return await self._finish(prepared, confirmation, outcome, message=message)
 
@@ -444,5 +443,6 @@ def _ok_message(table: TableResult, redactions: Mapping[str, int]) -> str:
     return "; ".join(parts)
 
 
-def count_total(counter: Counter[str]) -> int:
-    return sum(counter.values())
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
