@@ -102,7 +102,12 @@ class PostgresBackend:
             max_size=settings.pool_size,
             open=False,
             timeout=settings.connect_timeout_s,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(settings.connect_timeout_s))},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, int(settings.connect_timeout_s)),
+                # DISCARD ALL drops server-side prepared statements between calls: never auto-prepare.
+                "prepare_threshold": None,
+            },
             configure=self._configure,
             reset=self._reset,
             check=ConnectionPool.check_connection,
@@ -351,14 +356,14 @@ class PostgresBackend:
         wanted = [(o, a) for _, _, o, a in described if o]
         lookup: dict[tuple[int, int], str] = {}
         if wanted:
+            # Shaped to plan fast (catalog joins cost ~1 ms of planning; prepared plans are not
+            # kept because every connection is DISCARDed between calls).
             rows = conn.execute(
-                "SELECT a.attrelid::int8, a.attnum::int4, n.nspname, c.relname, a.attname"
-                " FROM pg_catalog.pg_attribute a"
-                " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
-                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE (a.attrelid::int8, a.attnum::int4) IN"
-                " (SELECT * FROM unnest(%s::int8[], %s::int4[]))",
-                ([o for o, _ in wanted], [a for _, a in wanted]),
+                "SELECT a.attrelid::int8, a.attnum::int4,"
+                " (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = c.relnamespace), c.relname, a.attname"
+                " FROM pg_catalog.pg_class c, pg_catalog.pg_attribute a"
+                " WHERE c.oid = ANY(%s::oid[]) AND a.attrelid = c.oid AND a.attnum > 0",
+                (sorted({o for o, _ in wanted}),),
             ).fetchall()
             lookup = {(int(r[0]), int(r[1])): f"{r[2]}.{r[3]}.{r[4]}" for r in rows}
         return tuple(
@@ -371,17 +376,24 @@ class PostgresBackend:
         if not relations:
             return
         masked = [(rel, col) for rel, cols in self._masked.items() for col in cols]
+        views = conn.execute(
+            "SELECT c.oid FROM pg_catalog.pg_class c"
+            " WHERE c.oid = ANY(ARRAY(SELECT to_regclass(x) FROM unnest(%s::text[]) AS x))"
+            " AND c.relkind IN ('v', 'm')",
+            (list(relations),),
+        ).fetchall()
+        if not views:
+            return
         rows = conn.execute(
-            "SELECT DISTINCT v.rel, dep_n.nspname || '.' || dep_c.relname || '.' || a.attname"
-            " FROM unnest(%s::text[]) AS v(rel)"
-            " JOIN pg_catalog.pg_class vc ON vc.oid = to_regclass(v.rel)"
+            "SELECT DISTINCT vc.oid::regclass::text, dep_n.nspname || '.' || dep_c.relname || '.' || a.attname"
+            " FROM pg_catalog.pg_class vc"
             " JOIN pg_catalog.pg_rewrite r ON r.ev_class = vc.oid"
             " JOIN pg_catalog.pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass"
             " JOIN pg_catalog.pg_class dep_c ON dep_c.oid = d.refobjid"
             " JOIN pg_catalog.pg_namespace dep_n ON dep_n.oid = dep_c.relnamespace"
             " JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
-            " WHERE vc.relkind IN ('v', 'm')",
-            (list(relations),),
+            " WHERE vc.oid = ANY(%s::oid[])",
+            ([v[0] for v in views],),
         ).fetchall()
         wanted = {f"{rel}.{col}" for rel, col in masked}
         for view, column in rows:

@@ -26,6 +26,7 @@ from hoop_mcp.core.policy import CallFacts, evaluate
 log = logging.getLogger(__name__)
 
 _call_state: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar("hoop_call_state", default=None)
+_call_problem: contextvars.ContextVar[str | None] = contextvars.ContextVar("hoop_call_problem", default=None)
 
 INSTRUCTIONS = """\
 hoop-mcp guards access to production systems. Every call is checked against policy, may need the
@@ -61,7 +62,9 @@ class QueryResult(BaseModel):
     rule_id: str = Field(description="The policy rule that allowed the call")
     confirmed_by_user: bool = Field(description="True when the user confirmed the call through the client")
     columns: list[ColumnInfo]
-    rows: list[list[JsonValue]]
+    # Cells are JSON values of any type; ``Any`` keeps the published schema flat (``items: {}``) so
+    # clients validate large results quickly (a recursive JsonValue schema costs ~2 ms per 1,000 cells).
+    rows: list[list[Any]] = Field(description="One list per row; cells are JSON values, masked")
     row_count: int = Field(description="Rows produced or affected by the statement")
     truncated: bool = Field(description="True when rows were cut by the row or byte cap")
     truncated_reason: str | None = None
@@ -130,6 +133,9 @@ class HoopServer:
             return await call_next(ctx)
         state = {"recorded": False}
         token = _call_state.set(state)
+        # Checked here (the SDK ignores undeclared arguments), refused by the tool body (_prepare),
+        # so the SDK shapes the error result and this middleware records it like any rejection.
+        problem = _call_problem.set(await self._unknown_arguments(ctx))
         try:
             result = await call_next(ctx)
         except Exception as exc:
@@ -137,6 +143,7 @@ class HoopServer:
                 await self._record_rejected(ctx, f"request rejected: {type(exc).__name__}")
             raise
         finally:
+            _call_problem.reset(problem)
             _call_state.reset(token)
         if not state["recorded"]:
             text = _result_text(result)
@@ -144,14 +151,38 @@ class HoopServer:
             result = self._mask_result(result)
         return result
 
+    async def _unknown_arguments(self, ctx: Any) -> str | None:
+        """Refuse arguments a tool does not declare: an agent sending ``dry_run: true`` must not
+        believe it was honoured while the statement runs for real."""
+        params = getattr(ctx, "params", None)
+        if not isinstance(params, Mapping) or not isinstance(params.get("arguments"), Mapping):
+            return None
+        name = params.get("name")
+        tool = next((t for t in await self.mcp.list_tools() if t.name == name), None)
+        if tool is None:
+            return None
+        known = set((tool.input_schema or {}).get("properties", {}))
+        extra = sorted(str(k) for k in params["arguments"] if k not in known)
+        if not extra:
+            return None
+        return (
+            f"Invalid arguments for {name}: unknown argument(s) {', '.join(repr(k) for k in extra)}; "
+            f"this tool accepts only {', '.join(sorted(known))}. Nothing was executed."
+        )
+
     async def _record_rejected(self, ctx: Any, reason: str) -> None:
         params = getattr(ctx, "params", None) or {}
         name = str(params.get("name", "?")) if isinstance(params, Mapping) else "?"
         args = params.get("arguments") if isinstance(params, Mapping) else None
-        arguments: dict[str, JsonValue] = dict(args) if isinstance(args, Mapping) else {}
+        raw: dict[str, JsonValue] = dict(args) if isinstance(args, Mapping) else {}
+        arguments = _encodable(raw)
+        assert isinstance(arguments, dict)
         try:
             await self.pipeline.record_rejected_request(
-                tool=name, arguments=arguments, session_id=self.session_id, reason=self.pipeline.safe_text(reason)[:500]
+                tool=_encodable_text(name),
+                arguments=arguments,
+                session_id=self.session_id,
+                reason=_encodable_text(self.pipeline.safe_text(reason)[:500]),
             )
         except Exception:  # noqa: BLE001 - nothing executed; log loudly
             log.exception("could not record a rejected %s call", name)
@@ -168,14 +199,29 @@ class HoopServer:
                         item.text = self.pipeline.safe_text(item.text)
         except Exception:  # noqa: BLE001 - fail closed: drop the text
             log.exception("masking a rejected request's error text failed")
-            return {"content": [{"type": "text", "text": "Invalid request (details withheld)."}], "isError": True}
+            withheld = [{"type": "text", "text": "Invalid request (details withheld)."}]
+            if isinstance(result, dict):  # keep the SDK's envelope (resultType, _meta, ...)
+                return {**result, "content": withheld, "isError": True}
+            return {"content": withheld, "isError": True}
         return result
 
     # -- helpers ----------------------------------------------------------------------------------
     async def _prepare(self, tool: str, connection: str, arguments: dict[str, JsonValue]) -> Prepared:
-        return await self.pipeline.prepare(
+        problem = _call_problem.get()
+        if problem is not None:
+            raise ToolError(self.pipeline.safe_text(problem))
+        prepared = await self.pipeline.prepare(
             tool=tool, connection=connection, arguments=arguments, session_id=self.session_id
         )
+        # Text that is not valid Unicode (a lone surrogate from a JSON "\ud800" escape) reaches the
+        # backend as sent, which refuses it; the audit record gets an escaped copy, because a record
+        # that cannot be encoded would turn a plain invalid-input refusal into an audit failure.
+        masked = _encodable(prepared.arguments_masked)
+        assert isinstance(masked, dict)
+        prepared.arguments_masked = masked
+        if prepared.connection is not None:
+            prepared.connection = _encodable_text(prepared.connection)
+        return prepared
 
     async def _run(self, prepared: Prepared, confirmation: Confirmation | None) -> CallResult:
         state = _call_state.get()
@@ -342,6 +388,25 @@ def _confirmation_from(prepared: Prepared, answer: Any) -> Confirmation | None:
         return Confirmation(accepted=False, action="invalid")
     action = str(getattr(answer, "action", "cancel"))
     return Confirmation(accepted=False, action=action)
+
+
+def _encodable_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _encodable(value: JsonValue) -> JsonValue:
+    """``value`` with every string made UTF-8 encodable (lone surrogates become ``\\udXXX`` escapes)."""
+    if isinstance(value, str):
+        return _encodable_text(value)
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable_text(str(k)): _encodable(v) for k, v in value.items()}
+    return value
 
 
 def _result_text(result: Any) -> str:
