@@ -10,7 +10,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hoop_mcp.backends.sql_classify import EFFECT_RANK, SqlClassification, SqlEffect, classify_sql
+from hoop_mcp.backends.sql_classify import (
+    EFFECT_RANK,
+    SqlClassification,
+    SqlEffect,
+    classify_sql,
+    normalize_sql,
+)
 from hoop_mcp.backends.sql_functions import SAFE_FUNCTIONS, dangerous_function, is_safe_function
 from hoop_mcp.core.errors import InvalidInput
 
@@ -109,9 +115,8 @@ def test_unknown_functions_lists_only_calls_outside_both_tables() -> None:
     assert {"unknown_function", "sequence_write"} <= set(result.flags)
 
 
-def test_normalized_is_the_statement_re_rendered_by_pglast() -> None:
-    result = classify_sql("select  id   from customers   where id=1 -- hi")
-    assert result.normalized == "SELECT id FROM customers WHERE id = 1"
+def test_normalize_sql_re_renders_the_statement_with_pglast() -> None:
+    assert normalize_sql("select  id   from customers   where id=1 -- hi") == "SELECT id FROM customers WHERE id = 1"
 
 
 def test_classification_is_a_frozen_model() -> None:

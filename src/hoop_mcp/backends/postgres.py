@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import JsonValue
 
-from hoop_mcp.backends.sql_classify import SqlClassification, classify_sql
+from hoop_mcp.backends.sql_classify import SqlClassification, classify_statement, parse_statement
 from hoop_mcp.backends.sql_masked_use import find_masked_column_uses
 from hoop_mcp.config import PostgresConnection
 from hoop_mcp.core.backend import PlannedCall, ResultColumn, TableResult
@@ -166,7 +166,8 @@ class PostgresBackend:
         text = arguments.get("sql")
         if not isinstance(text, str):
             raise InvalidInput("'sql' must be a string", details={"rule_id": "sql.invalid_type"})
-        cls = classify_sql(text, default_schema=self.settings.schema_name, max_bytes=self.settings.max_sql_bytes)
+        stmt = parse_statement(text, max_bytes=self.settings.max_sql_bytes)
+        cls = classify_statement(stmt, text, default_schema=self.settings.schema_name)
         plan = Plan(
             effect=str(cls.effect),
             effects=tuple(str(e) for e in cls.effects),
@@ -185,6 +186,7 @@ class PostgresBackend:
                 self._masked,
                 allow_predicates=self._allow_predicates,
                 default_schema=self.settings.schema_name,
+                parsed=(stmt, cls),
             )
             if uses:
                 first = uses[0]

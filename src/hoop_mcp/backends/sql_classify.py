@@ -56,7 +56,6 @@ class SqlClassification(FrozenModel):
     functions: tuple[str, ...]
     unknown_functions: tuple[str, ...]
     flags: tuple[str, ...]
-    normalized: str
 
 
 #: Schemas whose relations are system catalogs (``system_catalog`` flag).
@@ -865,6 +864,14 @@ class _Classifier:
         self.generic(node, replace(ctx, stored_setting=True))
 
 
+def normalize_sql(sql: str) -> str:
+    """``sql`` re-rendered by pglast (one canonical spelling; comments and spacing dropped).
+
+    Not part of classification (deparsing costs more than classifying); used for display.
+    """
+    return _render(parse_statement(sql), sql)
+
+
 def _render(stmt: ast.RawStmt, sql: str) -> str:
     try:
         return str(RawStream()(stmt))
@@ -892,7 +899,6 @@ def classify_statement(stmt: ast.RawStmt, sql: str, *, default_schema: str = "pu
         functions=tuple(sorted(walker.functions)),
         unknown_functions=tuple(sorted(walker.unknown_functions)),
         flags=tuple(sorted(walker.flags)),
-        normalized=_render(stmt, sql),
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pglast import ast, enums
 
 from hoop_mcp.backends.sql_classify import (
+    SqlClassification,
     children,
     classify_statement,
     parse_statement,
@@ -337,6 +338,7 @@ def find_masked_column_uses(
     *,
     allow_predicates: bool = False,
     default_schema: str = "public",
+    parsed: tuple[ast.RawStmt, SqlClassification] | None = None,
 ) -> tuple[MaskedColumnUse, ...]:
     """Uses of masked columns in ``sql`` that masking the result set cannot cover.
 
@@ -344,13 +346,17 @@ def find_masked_column_uses(
     predicate-type uses (WHERE, JOIN, ORDER BY, GROUP BY, HAVING, DISTINCT ON, positional) are
     not reported; expression, subquery and whole-row uses always are. Raises
     :class:`~hoop_mcp.core.errors.InvalidInput` like :func:`classify_sql` for text that is not one
-    valid statement.
+    valid statement. ``parsed`` passes in what :func:`parse_statement` and
+    :func:`classify_statement` already produced for ``sql`` (so the caller parses once).
     """
-    stmt = parse_statement(sql)
     masked_map = _normalize_masked(masked, default_schema)
     if not any(masked_map.values()):
         return ()
-    classification = classify_statement(stmt, sql, default_schema=default_schema)
+    if parsed is None:
+        stmt = parse_statement(sql)
+        classification = classify_statement(stmt, sql, default_schema=default_schema)
+    else:
+        stmt, classification = parsed
     in_play = (set(classification.relations_read) | set(classification.relations_written)) & set(masked_map)
     if not in_play:
         return ()

@@ -87,6 +87,9 @@ class _Custom:
         self.label = name.upper()
 
 
+_MAX_PASSES = 8
+
+
 class Masker:
     """Applies one :class:`MaskingPolicy`. Thread-safe (immutable after construction)."""
 
@@ -264,6 +267,17 @@ class Masker:
         raise MaskingError("value is not JSON", details={"type": type(value).__name__})
 
     def _text(self, text: str, counts: Counter[str]) -> str:
+        # Masking one value can expose another (a card masked out of "+1200… 0 4000 …" leaves a phone
+        # number that the overlapping match had hidden), so rescan until nothing changes. Tokens never
+        # match a detector, so this converges; a value still changing after a few passes fails closed.
+        for _ in range(_MAX_PASSES):
+            masked = self._text_once(text, counts)
+            if masked == text:
+                return masked
+            text = masked
+        raise MaskingError("masking did not converge", details={"passes": _MAX_PASSES})
+
+    def _text_once(self, text: str, counts: Counter[str]) -> str:
         hits = self._scanner.find(text)
         if self._customs:
             extra = self._custom_hits(text)
