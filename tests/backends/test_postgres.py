@@ -173,3 +173,10 @@ async def test_a_statement_timeout_is_reported_as_such(shop: ShopDb) -> None:
 def test_the_app_role_cannot_log_in_without_its_password(shop: ShopDb) -> None:
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(shop.app_conninfo.replace(shop.app_password, "guess")).close()
+
+
+async def test_pooled_connections_are_reset_and_reused_not_replaced(backend: PostgresBackend) -> None:
+    pids = {(await _run(backend, "SELECT pg_backend_pid()"))[0][0] for _ in range(8)}
+    stats = backend._pool.get_stats()
+    assert stats.get("returns_bad", 0) == 0  # the reset (DISCARD ALL) worked every time
+    assert stats["connections_num"] <= 2 and len(pids) <= 2

@@ -116,16 +116,18 @@ class PostgresBackend:
         self._opened = False
 
     # -- pool --------------------------------------------------------------------------------------
-    def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(
-            sql.SQL("SET application_name = 'hoop-mcp'; SET search_path = {}").format(
-                sql.Identifier(self.settings.schema_name)
-            )
+    def _session_setup(self) -> sql.Composed:
+        return sql.SQL("SET application_name = 'hoop-mcp'; SET search_path = {}").format(
+            sql.Identifier(self.settings.schema_name)
         )
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(self._session_setup())
 
     def _reset(self, conn: psycopg.Connection[Any]) -> None:
         # Everything a call may have changed in the session (settings, role, prepared statements,
         # temp tables, advisory locks, LISTEN) is discarded before the connection is reused.
+        # (DISCARD ALL cannot share a multi-statement batch: that runs as one transaction block.)
         conn.execute("DISCARD ALL")
         self._configure(conn)
 
@@ -271,8 +273,8 @@ class PostgresBackend:
                 parts.append(f"hint: {diag.message_hint}")
             raise BackendRejected("; ".join(parts), details={"sqlstate": exc.sqlstate or ""}) from None
 
-    def _txn(self, *, read_only: bool, read_role: bool = True) -> _Txn:
-        return _Txn(self, read_only=read_only, read_role=read_role)
+    def _txn(self, *, read_only: bool, read_role: bool = True, extra: sql.Composable | None = None) -> _Txn:
+        return _Txn(self, read_only=read_only, read_role=read_role, extra=extra)
 
     def _execute_query(self, planned: PlannedCall) -> TableResult:
         cls = planned.private["classification"]
@@ -280,9 +282,11 @@ class PostgresBackend:
         read_only = cls.effect in _READ_EFFECTS
         statement = (planned.plan.statement or "").encode("utf-8")
         s = self.settings
-        with self._txn(read_only=read_only) as conn:
-            if self._masked:
-                self._check_views(conn, cls.relations_read)
+        precheck = self._views_query(cls.relations_read) if self._masked else None
+        txn = self._txn(read_only=read_only, extra=precheck)
+        with txn as conn:
+            if txn.extra_rows:
+                self._check_views(conn, [int(r[0]) for r in txn.extra_rows])
             cur = conn.cursor()
             returns_rows = "returning" in cls.flags or cls.command.upper().startswith(
                 ("SELECT", "VALUES", "TABLE", "SHOW", "EXPLAIN", "WITH")
@@ -325,8 +329,7 @@ class PostgresBackend:
                 cur.execute(statement, binary=True)
                 total = max(cur.rowcount, 0)
                 status = cur.statusmessage or ""
-            conn.execute("ROLLBACK" if read_only else "COMMIT")
-            columns = self._resolve_columns(conn, described)
+            columns = self._end_and_resolve(conn, "ROLLBACK" if read_only else "COMMIT", described)
         if truncated_reason is not None and read_only:
             status = f"{cls.command} (stopped after {len(rows)} rows)"
         return TableResult(
@@ -351,41 +354,48 @@ class PostgresBackend:
         return out
 
     @staticmethod
-    def _resolve_columns(
-        conn: psycopg.Connection[Any], described: list[tuple[str, str, int, int]]
+    def _end_and_resolve(
+        conn: psycopg.Connection[Any], end: str, described: list[tuple[str, str, int, int]]
     ) -> tuple[ResultColumn, ...]:
-        """Map each column's origin to ``schema.table.column`` (aliases cannot change the origin)."""
-        wanted = [(o, a) for _, _, o, a in described if o]
+        """End the transaction and map each column's origin to ``schema.table.column``.
+
+        The origin (table OID + attribute number) comes from the protocol, so aliases, ``*`` and
+        subqueries cannot change it. Both steps share one round trip.
+        """
+        oids = sorted({o for _, _, o, _ in described if o})
         lookup: dict[tuple[int, int], str] = {}
-        if wanted:
+        if not oids:
+            conn.execute(end)
+        else:
             # Shaped to plan fast (catalog joins cost ~1 ms of planning; prepared plans are not
             # kept because every connection is DISCARDed between calls).
-            rows = conn.execute(
-                "SELECT a.attrelid::int8, a.attnum::int4,"
+            batch = sql.SQL(
+                "{end}; SELECT a.attrelid::int8, a.attnum::int4,"
                 " (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = c.relnamespace), c.relname, a.attname"
                 " FROM pg_catalog.pg_class c, pg_catalog.pg_attribute a"
-                " WHERE c.oid = ANY(%s::oid[]) AND a.attrelid = c.oid AND a.attnum > 0",
-                (sorted({o for o, _ in wanted}),),
-            ).fetchall()
+                " WHERE c.oid = ANY(ARRAY[{oids}]::oid[]) AND a.attrelid = c.oid AND a.attnum > 0"
+            ).format(end=sql.SQL(end), oids=sql.SQL(", ").join(sql.Literal(o) for o in oids))
+            rows = _last_rows(conn.execute(batch))
             lookup = {(int(r[0]), int(r[1])): f"{r[2]}.{r[3]}.{r[4]}" for r in rows}
         return tuple(
             ResultColumn(name=name, type=tname, source=lookup.get((o, a)) if o else None)
             for name, tname, o, a in described
         )
 
-    def _check_views(self, conn: psycopg.Connection[Any], relations: tuple[str, ...]) -> None:
-        """Refuse reads of views that expose masked columns (their metadata names the view)."""
+    @staticmethod
+    def _views_query(relations: tuple[str, ...]) -> sql.Composable | None:
+        """Which of ``relations`` are views (their column metadata names the view, not the table)."""
         if not relations:
-            return
+            return None
+        return sql.SQL(
+            "SELECT c.oid::int8 FROM pg_catalog.pg_class c"
+            " WHERE c.oid = ANY(ARRAY(SELECT to_regclass(x) FROM unnest(ARRAY[{rels}]::text[]) AS x))"
+            " AND c.relkind IN ('v', 'm')"
+        ).format(rels=sql.SQL(", ").join(sql.Literal(r) for r in relations))
+
+    def _check_views(self, conn: psycopg.Connection[Any], views: list[int]) -> None:
+        """Refuse reads of views that expose masked columns."""
         masked = [(rel, col) for rel, cols in self._masked.items() for col in cols]
-        views = conn.execute(
-            "SELECT c.oid FROM pg_catalog.pg_class c"
-            " WHERE c.oid = ANY(ARRAY(SELECT to_regclass(x) FROM unnest(%s::text[]) AS x))"
-            " AND c.relkind IN ('v', 'm')",
-            (list(relations),),
-        ).fetchall()
-        if not views:
-            return
         rows = conn.execute(
             "SELECT DISTINCT vc.oid::regclass::text, dep_n.nspname || '.' || dep_c.relname || '.' || a.attname"
             " FROM pg_catalog.pg_class vc"
@@ -395,7 +405,7 @@ class PostgresBackend:
             " JOIN pg_catalog.pg_namespace dep_n ON dep_n.oid = dep_c.relnamespace"
             " JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
             " WHERE vc.oid = ANY(%s::oid[])",
-            ([v[0] for v in views],),
+            (views,),
         ).fetchall()
         wanted = {f"{rel}.{col}" for rel, col in masked}
         for view, column in rows:
@@ -463,10 +473,15 @@ class PostgresBackend:
 class _Txn:
     """Check out a pooled connection and open a transaction with every per-call guard set."""
 
-    def __init__(self, backend: PostgresBackend, *, read_only: bool, read_role: bool) -> None:
+    def __init__(
+        self, backend: PostgresBackend, *, read_only: bool, read_role: bool, extra: sql.Composable | None
+    ) -> None:
         self._backend = backend
         self._read_only = read_only
         self._read_role = read_role
+        self._extra = extra
+        #: Rows of ``extra``, a query of ours sent in the same round trip as the guards.
+        self.extra_rows: list[tuple[Any, ...]] = []
         self._cm: Any = None
 
     def __enter__(self) -> psycopg.Connection[Any]:
@@ -487,7 +502,11 @@ class _Txn:
             )
             if self._read_only and self._read_role and s.read_role:
                 guards = sql.SQL("{}; SET LOCAL ROLE {}").format(guards, sql.Identifier(s.read_role))
-            conn.execute(guards)
+            if self._extra is not None:
+                guards = sql.SQL("{}; {}").format(guards, self._extra)
+            cur = conn.execute(guards)
+            if self._extra is not None:
+                self.extra_rows = _last_rows(cur)
         except BaseException:
             self._cm.__exit__(None, None, None)
             raise
@@ -496,6 +515,16 @@ class _Txn:
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         # On return, the pool rolls back any transaction still open and runs ``_reset``.
         self._cm.__exit__(et, ev, tb)
+
+
+def _last_rows(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+    """Rows of the last result of a multi-statement (simple protocol) batch of our own."""
+    rows: list[tuple[Any, ...]] = []
+    while True:
+        if cur.description is not None:
+            rows = cur.fetchall()
+        if not cur.nextset():
+            return rows
 
 
 def _first_line(exc: BaseException) -> str:
