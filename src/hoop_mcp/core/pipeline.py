@@ -144,7 +144,7 @@ class Pipeline:
 
     def _mask_arguments(self, arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
         try:
-            masked = self._safe_json(dict(arguments))
+            masked = self._safe_json(_clip(dict(arguments)))
         except MaskingError:
             return {"withheld": "masking failed; arguments not recorded"}
         assert isinstance(masked, dict)
@@ -213,7 +213,12 @@ class Pipeline:
 
     # -- run ---------------------------------------------------------------------------------------
     async def run(self, prepared: Prepared, *, approval: ApprovalStage | None = None) -> CallResult:
-        """Record, enforce, execute, mask, record. Raises only ``AuditWriteError`` (nothing executed)."""
+        """Record, enforce, execute, mask, record.
+
+        Raises only ``AuditWriteError``: before execution when the intent record cannot be written
+        (nothing ran), or after it when the outcome record cannot be written
+        (``details["executed"]`` is True; the result is withheld).
+        """
         confirmation: Confirmation | None = None
         decision = prepared.decision
         if prepared.error is None and decision.verdict is Verdict.CONFIRM:
@@ -261,7 +266,12 @@ class Pipeline:
             redactions=result.redactions,
             result_digest=digest({"columns": [c.name for c in result.columns], "rows": result.rows}),  # type: ignore[dict-item]
         )
-        await self._record(prepared, "outcome", confirmation=confirmation, outcome=outcome)
+        try:
+            await self._record(prepared, "outcome", confirmation=confirmation, outcome=outcome)
+        except AuditWriteError as exc:
+            # The statement already ran: say so, and withhold its result (no record, no result).
+            exc.details["executed"] = True
+            raise
         return CallResult(
             call_id=prepared.call_id,
             status=OutcomeStatus.OK,
@@ -417,6 +427,20 @@ class _Masked:
     columns: tuple[MaskedColumn, ...]
     rows: list[list[JsonValue]]
     redactions: dict[str, int]
+
+
+#: Longest string argument kept in an audit record; longer ones keep a prefix (the digest covers all).
+MAX_RECORDED_STRING = 16_384
+
+
+def _clip(value: JsonValue) -> JsonValue:
+    if isinstance(value, str) and len(value) > MAX_RECORDED_STRING:
+        return value[:MAX_RECORDED_STRING] + f"…[{len(value) - MAX_RECORDED_STRING} more characters not recorded]"
+    if isinstance(value, list):
+        return [_clip(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clip(v) for k, v in value.items()}
+    return value
 
 
 def _safe_digest(arguments: Mapping[str, JsonValue]) -> str:

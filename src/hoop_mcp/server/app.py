@@ -3,7 +3,6 @@
 Only this package imports ``mcp``. Every tool call goes through :class:`~hoop_mcp.core.pipeline.Pipeline`.
 """
 
-
 import contextvars
 import logging
 import uuid
@@ -25,7 +24,9 @@ from hoop_mcp.core.policy import CallFacts, evaluate
 
 log = logging.getLogger(__name__)
 
-_call_state: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar("hoop_call_state", default=None)
+_call_state: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
+    "hoop_call_state", default=None
+)
 _call_problem: contextvars.ContextVar[str | None] = contextvars.ContextVar("hoop_call_problem", default=None)
 
 INSTRUCTIONS = """\
@@ -174,9 +175,7 @@ class HoopServer:
         params = getattr(ctx, "params", None) or {}
         name = str(params.get("name", "?")) if isinstance(params, Mapping) else "?"
         args = params.get("arguments") if isinstance(params, Mapping) else None
-        raw: dict[str, JsonValue] = dict(args) if isinstance(args, Mapping) else {}
-        arguments = _encodable(raw)
-        assert isinstance(arguments, dict)
+        arguments = _encodable_args(dict(args) if isinstance(args, Mapping) else {})
         try:
             await self.pipeline.record_rejected_request(
                 tool=_encodable_text(name),
@@ -184,7 +183,7 @@ class HoopServer:
                 session_id=self.session_id,
                 reason=_encodable_text(self.pipeline.safe_text(reason)[:500]),
             )
-        except Exception:  # noqa: BLE001 - nothing executed; log loudly
+        except Exception:
             log.exception("could not record a rejected %s call", name)
 
     def _mask_result(self, result: Any) -> Any:
@@ -197,7 +196,7 @@ class HoopServer:
                 for item in result.content or []:
                     if isinstance(getattr(item, "text", None), str):
                         item.text = self.pipeline.safe_text(item.text)
-        except Exception:  # noqa: BLE001 - fail closed: drop the text
+        except Exception:
             log.exception("masking a rejected request's error text failed")
             withheld = [{"type": "text", "text": "Invalid request (details withheld)."}]
             if isinstance(result, dict):  # keep the SDK's envelope (resultType, _meta, ...)
@@ -216,9 +215,7 @@ class HoopServer:
         # Text that is not valid Unicode (a lone surrogate from a JSON "\ud800" escape) reaches the
         # backend as sent, which refuses it; the audit record gets an escaped copy, because a record
         # that cannot be encoded would turn a plain invalid-input refusal into an audit failure.
-        masked = _encodable(prepared.arguments_masked)
-        assert isinstance(masked, dict)
-        prepared.arguments_masked = masked
+        prepared.arguments_masked = _encodable_args(prepared.arguments_masked)
         if prepared.connection is not None:
             prepared.connection = _encodable_text(prepared.connection)
         return prepared
@@ -230,7 +227,14 @@ class HoopServer:
         approval = AnsweredConfirmation(confirmation) if confirmation is not None else NoConfirmationChannel()
         try:
             return await self.pipeline.run(prepared, approval=approval)
-        except AuditWriteError:
+        except AuditWriteError as exc:
+            if exc.details.get("executed"):
+                log.exception("call %s: ran, but its outcome record cannot be written", prepared.call_id)
+                raise ToolError(
+                    f"The statement ran, but its outcome could not be recorded, so its result is withheld "
+                    f"(call id {prepared.call_id}). Do not retry a write before checking its effect; an "
+                    "operator must fix the audit store."
+                ) from None
             log.exception("call %s: audit store cannot be written; nothing executed", prepared.call_id)
             raise ToolError(
                 f"The audit log cannot be written, so nothing was executed (fail closed). Call id {prepared.call_id}; "
@@ -259,7 +263,9 @@ class HoopServer:
             return Elicit(confirmation_prompt(prepared), ConfirmForm)
 
         async def query_db(
-            connection: Annotated[str, Field(description="Name of a configured connection, e.g. 'shop'", max_length=64)],
+            connection: Annotated[
+                str, Field(description="Name of a configured connection, e.g. 'shop'", max_length=64)
+            ],
             sql: Annotated[str, Field(description="Exactly one SQL statement (PostgreSQL dialect)")],
             prepared: Annotated[Prepared, Resolve(prepare_query)],
             answer: Annotated[ElicitationResult[ConfirmForm], Resolve(ask_confirmation)],
@@ -318,7 +324,10 @@ class HoopServer:
 
         async def describe_table(
             connection: Annotated[str, Field(description="Name of a configured connection", max_length=64)],
-            table: Annotated[str, Field(description="Table or view, e.g. 'customers' or 'public.customers'", max_length=200)],
+            table: Annotated[
+                str,
+                Field(description="Table or view, e.g. 'customers' or 'public.customers'", max_length=200),
+            ],
         ) -> TableDescription:
             """Describe a table's columns (types, nullability, keys) and which columns are masked."""
             prepared = await server._prepare(
@@ -329,7 +338,9 @@ class HoopServer:
             relation = prepared.plan_masked.relations_read[0] if prepared.plan_masked else table
             cols = []
             for row in result.rows:
-                rule = server.pipeline.masker.column_rule(connection=connection, column=f"{relation}.{row[0]}")
+                rule = server.pipeline.masker.column_rule(
+                    connection=connection, column=f"{relation}.{row[0]}"
+                )
                 cols.append(
                     ColumnDescription(
                         column=str(row[0]),
@@ -342,7 +353,9 @@ class HoopServer:
                         masking_strategy=str(rule.strategy) if rule else None,
                     )
                 )
-            note = " Masked columns may be selected directly but not used in WHERE/JOIN/ORDER BY or expressions."
+            note = (
+                " Masked columns may be selected directly but not used in WHERE/JOIN/ORDER BY or expressions."
+            )
             msg = f"{relation}: {len(cols)} column(s)." + (note if any(c.masked for c in cols) else "")
             return TableDescription(connection=connection, table=relation, columns=cols, message=msg)
 
@@ -362,7 +375,11 @@ class HoopServer:
                 fn,
                 title=title,
                 annotations=ToolAnnotations(
-                    title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+                    title=title,
+                    read_only_hint=True,
+                    destructive_hint=False,
+                    idempotent_hint=True,
+                    open_world_hint=False,
                 ),
             )
 
@@ -383,7 +400,9 @@ def _confirmation_from(prepared: Prepared, answer: Any) -> Confirmation | None:
             return Confirmation(accepted=False, action="unsupported")
         if isinstance(data, ConfirmForm):
             return Confirmation(
-                accepted=bool(data.confirm), action="accept" if data.confirm else "accept-no", comment=data.comment or None
+                accepted=bool(data.confirm),
+                action="accept" if data.confirm else "accept-no",
+                comment=data.comment or None,
             )
         return Confirmation(accepted=False, action="invalid")
     action = str(getattr(answer, "action", "cancel"))
@@ -407,6 +426,10 @@ def _encodable(value: JsonValue) -> JsonValue:
     if isinstance(value, dict):
         return {_encodable_text(str(k)): _encodable(v) for k, v in value.items()}
     return value
+
+
+def _encodable_args(arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+    return {_encodable_text(str(k)): _encodable(v) for k, v in arguments.items()}
 
 
 def _result_text(result: Any) -> str:
