@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (to stderr)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="serve MCP over stdio", description="Serve the guarded tools over stdio.")
+    s = sub.add_parser(
+        "serve", help="serve MCP over stdio", description="Serve the guarded tools over stdio."
+    )
     s.add_argument("--config", type=Path, required=True, help="configuration file (version: 1)")
 
     d = sub.add_parser(
@@ -49,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Start an embedded PostgreSQL with a sample shop database, write a config and policy, "
         "and drive a scripted agent session through a real MCP client over stdio.",
     )
-    d.add_argument("--workdir", type=Path, default=None, help="where to put the database, config and audit log")
+    d.add_argument(
+        "--workdir", type=Path, default=None, help="where to put the database, config and audit log"
+    )
     d.add_argument(
         "--serve",
         action="store_true",
@@ -58,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("audit", help="audit log commands", description="Audit log commands.")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
-    v = asub.add_parser("verify", help="verify the hash chain", description="Verify the audit log's hash chain.")
+    v = asub.add_parser(
+        "verify", help="verify the hash chain", description="Verify the audit log's hash chain."
+    )
     _audit_source(v)
     v.add_argument("--deep", action="store_true", help="also parse and re-encode every record (slower)")
 
@@ -117,7 +123,10 @@ async def _serve(config: Path) -> None:
         server = HoopServer(pipeline=runtime.pipeline, name=runtime.config.name)
         log.info(
             "hoop-mcp %s serving on stdio: session %s, connections %s, %d policy rule(s)",
-            __version__, server.session_id, ", ".join(runtime.backends), len(runtime.policy.rules),
+            __version__,
+            server.session_id,
+            ", ".join(runtime.backends),
+            len(runtime.policy.rules),
         )
         await server.mcp.run_stdio_async()
     finally:
@@ -146,7 +155,9 @@ async def _replay(path: Path, session: str | None, list_only: bool) -> int:
         sessions = await audit.sessions()
         if list_only:
             for s in sessions:
-                print(f"{s.session_id}  {s.first_time:%Y-%m-%d %H:%M:%S}  {s.call_count} call(s)  {s.principal}")
+                print(
+                    f"{s.session_id}  {s.first_time:%Y-%m-%d %H:%M:%S}  {s.call_count} call(s)  {s.principal}"
+                )
             return 0
         if not sessions:
             print("the audit log is empty")
@@ -208,7 +219,9 @@ def _policy_explain(args: argparse.Namespace) -> int:
 
     masked = Masker(policy.masking, hash_key=b"explain").masked_columns(connection=args.connection)
     uses = find_masked_column_uses(
-        args.sql, masked, allow_predicates=policy.masking.unsafe_allow_masked_column_predicates,
+        args.sql,
+        masked,
+        allow_predicates=policy.masking.unsafe_allow_masked_column_predicates,
         default_schema=args.schema,
     )
     if uses:

@@ -9,18 +9,17 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from hoop_mcp.core.errors import ConfigError
 from hoop_mcp.core.models import FrozenModel
+from hoop_mcp.core.yamlfile import load_yaml_text, read_text_file
 
 if TYPE_CHECKING:
     from hoop_mcp.core.identity import OidcSettings
 
-MAX_CONFIG_BYTES = 1 << 20
 _CONN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
@@ -48,7 +47,8 @@ class SecretRef(FrozenModel):
                     hint=f"export {self.env}=... before starting hoop-mcp",
                 )
             return SecretStr(value.strip())
-        assert self.file is not None
+        if self.file is None:  # excluded by the validator
+            raise ConfigError("secret reference has neither 'env' nor 'file'")
         path = self.file if self.file.is_absolute() else base_dir / self.file
         try:
             data = path.read_bytes()
@@ -148,7 +148,9 @@ class IdentityConfig(FrozenModel):
             if self.oidc is not None or self.token is not None:
                 raise ValueError("use either 'oidc' + 'token' or 'unsafe_static_principal', not both")
         elif self.oidc is None or self.token is None:
-            raise ValueError("configure 'oidc' and 'token' (or, for local trials only, 'unsafe_static_principal')")
+            raise ValueError(
+                "configure 'oidc' and 'token' (or, for local trials only, 'unsafe_static_principal')"
+            )
         return self
 
 
@@ -204,52 +206,8 @@ def format_validation_error(exc: ValidationError, *, source: str) -> str:
     return "\n".join(lines)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader without aliases (no YAML bombs) and with duplicate keys rejected."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML aliases are not allowed in hoop-mcp files", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml_text(text: str, *, source: str) -> Any:
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{source}: file is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-
-
-def read_text_file(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: file is larger than {MAX_CONFIG_BYTES} bytes")
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: is not UTF-8 text") from None
-
-
 def load_config(path: Path) -> ServerConfig:
-    data = load_yaml_text(read_text_file(path), source=str(path))
+    data = load_yaml_text(read_text_file(path, what="configuration"), source=str(path), what="configuration")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with 'version: 1'")
     try:

@@ -74,17 +74,23 @@ def prepare_workdir(workdir: Path) -> tuple[EmbeddedPostgres, Path]:
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
         if not exists:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(APP_ROLE), sql.Literal(app_pw)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(APP_ROLE), sql.Literal(app_pw)
+                )
+            )
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READ_ROLE)))
-            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(READ_ROLE), sql.Identifier(APP_ROLE)))
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(READ_ROLE), sql.Identifier(APP_ROLE))
+            )
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
             with psycopg.connect(pg.conninfo(dbname=DB), autocommit=True) as shop:
                 for stmt, params in seed_statements():
-                    shop.execute(stmt.encode() if params is None else stmt, params)  # type: ignore[arg-type]
+                    shop.execute(stmt.encode() if params is None else stmt, params)
                 shop.execute(
-                    sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(
-                        sql.Identifier(APP_ROLE)
-                    )
+                    sql.SQL(
+                        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}"
+                    ).format(sql.Identifier(APP_ROLE))
                 )
                 shop.execute(
                     sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(
@@ -92,7 +98,9 @@ def prepare_workdir(workdir: Path) -> tuple[EmbeddedPostgres, Path]:
                     )
                 )
                 shop.execute(
-                    sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(READ_ROLE))
+                    sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
+                        sql.Identifier(READ_ROLE)
+                    )
                 )
     dsn_file = secret_dir / "shop-dsn"
     dsn_file.write_text(pg.conninfo(dbname=DB, user=APP_ROLE, password=app_pw))
@@ -173,23 +181,53 @@ async def _agent_session(config: Path) -> None:
         for line in getattr(params, "message", "").splitlines():
             _say(f"    │ {line}")
         _say("    └─ the user answers: confirm = yes")
-        return mt.ElicitResult(action="accept", content={"confirm": True, "comment": "demo: approved by the user"})
+        return mt.ElicitResult(
+            action="accept", content={"confirm": True, "comment": "demo: approved by the user"}
+        )
 
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONUNBUFFERED": "1"}
-    params = StdioServerParameters(command=_server_command(config)[0], args=_server_command(config)[1:], env=env)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", str(Path.home())),
+        "PYTHONUNBUFFERED": "1",
+    }
+    params = StdioServerParameters(
+        command=_server_command(config)[0], args=_server_command(config)[1:], env=env
+    )
     steps: list[tuple[str, str, dict[str, Any]]] = [
-        ("1. The agent discovers the schema (only what it may query; masked columns flagged)", "list_tables",
-         {"connection": "shop"}),
+        (
+            "1. The agent discovers the schema (only what it may query; masked columns flagged)",
+            "list_tables",
+            {"connection": "shop"},
+        ),
         ("", "describe_table", {"connection": "shop", "table": "customers"}),
-        ("2. An allowed read: PII is masked by column rules and by detectors in free text", "query_db",
-         {"connection": "shop", "sql": "SELECT id, name, email, ssn, card_number AS card, notes FROM customers ORDER BY id LIMIT 3"}),
-        ("3. A comparison oracle on a masked column is refused", "query_db",
-         {"connection": "shop", "sql": "SELECT id FROM customers WHERE ssn LIKE '9%'"}),
-        ("4. DROP TABLE is denied, naming the rule", "query_db", {"connection": "shop", "sql": "DROP TABLE orders"}),
-        ("5. An UPDATE with a real WHERE needs the user's confirmation (elicitation), then runs", "query_db",
-         {"connection": "shop", "sql": "UPDATE orders SET status = 'shipped' WHERE id = 102"}),
-        ("6. An UPDATE without WHERE is denied outright", "query_db",
-         {"connection": "shop", "sql": "UPDATE orders SET status = 'lost'"}),
+        (
+            "2. An allowed read: PII is masked by column rules and by detectors in free text",
+            "query_db",
+            {
+                "connection": "shop",
+                "sql": "SELECT id, name, email, ssn, card_number AS card, notes FROM customers ORDER BY id LIMIT 3",
+            },
+        ),
+        (
+            "3. A comparison oracle on a masked column is refused",
+            "query_db",
+            {"connection": "shop", "sql": "SELECT id FROM customers WHERE ssn LIKE '9%'"},
+        ),
+        (
+            "4. DROP TABLE is denied, naming the rule",
+            "query_db",
+            {"connection": "shop", "sql": "DROP TABLE orders"},
+        ),
+        (
+            "5. An UPDATE with a real WHERE needs the user's confirmation (elicitation), then runs",
+            "query_db",
+            {"connection": "shop", "sql": "UPDATE orders SET status = 'shipped' WHERE id = 102"},
+        ),
+        (
+            "6. An UPDATE without WHERE is denied outright",
+            "query_db",
+            {"connection": "shop", "sql": "UPDATE orders SET status = 'lost'"},
+        ),
     ]
     async with Client(params, elicitation_callback=confirm) as client:
         tools = await client.list_tools()

@@ -36,21 +36,56 @@ CREATE SEQUENCE invoice_seq;
 
 #: (id, name, email, phone, ssn, card, api_key, notes)
 CUSTOMERS: tuple[tuple[int, str, str, str, str, str, str, str], ...] = (
-    (1, "Ada Quill", "ada.quill@example.com", "+1 415-555-0101", "900-12-3456",
-     "4111 1111 1111 1111", "sk_live_FAKE0000000000000000demo1",
-     "VIP. Prefers email ada.quill@example.com; card 4111 1111 1111 1111 on file."),
-    (2, "Bram Otter", "bram.otter@example.org", "(212) 555-0199", "912-34-5678",
-     "5555555555554444", "sk_live_FAKE0000000000000000demo2",
-     "Called from 212-555-0199 about SSN 912-34-5678 verification."),
-    (3, "Cleo Marsh", "cleo@example.net", "+44 20 7946 0958", "923-45-6789",
-     "378282246310005", "ghp_FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE",
-     "Asked to rotate her key ghp_FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE."),
-    (4, "Dov Finch", "dov.finch@example.com", "415.555.0142", "934-56-7890",
-     "6011111111111117", "xoxb-000000000000-000000000000-FAKEFAKEFAKEFAKEFAKEFAKE",
-     "Refund pending. password=hunter2-FAKE"),
-    (5, "Eun Park", "eun.park@example.com", "+1 (650) 555-0177", "945-67-8901",
-     "4012888888881881", "AKIAFAKEFAKEFAKE1234",
-     "No notes."),
+    (
+        1,
+        "Ada Quill",
+        "ada.quill@example.com",
+        "+1 415-555-0101",
+        "900-12-3456",
+        "4111 1111 1111 1111",
+        "sk_live_FAKE0000000000000000demo1",
+        "VIP. Prefers email ada.quill@example.com; card 4111 1111 1111 1111 on file.",
+    ),
+    (
+        2,
+        "Bram Otter",
+        "bram.otter@example.org",
+        "(212) 555-0199",
+        "912-34-5678",
+        "5555555555554444",
+        "sk_live_FAKE0000000000000000demo2",
+        "Called from 212-555-0199 about SSN 912-34-5678 verification.",
+    ),
+    (
+        3,
+        "Cleo Marsh",
+        "cleo@example.net",
+        "+44 20 7946 0958",
+        "923-45-6789",
+        "378282246310005",
+        "ghp_FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE",
+        "Asked to rotate her key ghp_FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE.",
+    ),
+    (
+        4,
+        "Dov Finch",
+        "dov.finch@example.com",
+        "415.555.0142",
+        "934-56-7890",
+        "6011111111111117",
+        "xoxb-000000000000-000000000000-FAKEFAKEFAKEFAKEFAKEFAKE",
+        "Refund pending. password=hunter2-FAKE",
+    ),
+    (
+        5,
+        "Eun Park",
+        "eun.park@example.com",
+        "+1 (650) 555-0177",
+        "945-67-8901",
+        "4012888888881881",
+        "AKIAFAKEFAKEFAKE1234",
+        "No notes.",
+    ),
 )
 
 ORDERS: tuple[tuple[int, int, str, int], ...] = (
@@ -73,19 +108,23 @@ def seed_statements() -> list[tuple[str, tuple[object, ...] | None]]:
     """Statements (with parameters) that create and fill the ``shop`` database."""
     stmts: list[tuple[str, tuple[object, ...] | None]] = [(SCHEMA_SQL, None)]
     stmts += [
-        ("INSERT INTO customers (id, name, email, phone, ssn, card_number, api_key, notes)"
-         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", row)
+        (
+            "INSERT INTO customers (id, name, email, phone, ssn, card_number, api_key, notes)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            row,
+        )
         for row in CUSTOMERS
     ]
-    stmts += [("INSERT INTO orders (id, customer_id, status, total_cents) VALUES (%s, %s, %s, %s)", o)
-              for o in ORDERS]
-    stmts += [("INSERT INTO products (id, sku, title, price_cents) VALUES (%s, %s, %s, %s)", p)
-              for p in PRODUCTS]
+    stmts += [
+        ("INSERT INTO orders (id, customer_id, status, total_cents) VALUES (%s, %s, %s, %s)", o)
+        for o in ORDERS
+    ]
+    stmts += [
+        ("INSERT INTO products (id, sku, title, price_cents) VALUES (%s, %s, %s, %s)", p) for p in PRODUCTS
+    ]
     stmts.append(("ANALYZE", None))
     return stmts
 
 
 #: Values that must never leave the server unmasked (used by tests and the demo's narration).
-SENSITIVE_VALUES: tuple[str, ...] = tuple(
-    v for c in CUSTOMERS for v in (c[2], c[3], c[4], c[5], c[6])
-)
+SENSITIVE_VALUES: tuple[str, ...] = tuple(v for c in CUSTOMERS for v in (c[2], c[3], c[4], c[5], c[6]))

@@ -53,8 +53,9 @@ def _run_as() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam(_SERVICE_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _SERVICE_USER],
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        subprocess.run(  # noqa: S603 - fixed arguments
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _SERVICE_USER],
             check=True,
             capture_output=True,
         )
@@ -102,7 +103,7 @@ class EmbeddedPostgres:
         kwargs: dict[str, object] = {}
         if self._ids is not None:
             kwargs = {"user": self._ids[0], "group": self._ids[1], "extra_groups": []}
-        return subprocess.run(args, check=False, capture_output=True, timeout=120, **kwargs)  # type: ignore[call-overload,no-any-return]
+        return subprocess.run(args, check=False, capture_output=True, timeout=120, **kwargs)  # type: ignore[call-overload,no-any-return]  # noqa: S603 - our own binaries
 
     def init(self) -> None:
         if (self.datadir / "PG_VERSION").exists():
@@ -126,9 +127,12 @@ class EmbeddedPostgres:
             res = self._cmd(
                 [
                     str(bins / "initdb"),
-                    "-D", str(self.datadir),
-                    "-U", self.superuser,
-                    "--pwfile", str(pwfile),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    self.superuser,
+                    "--pwfile",
+                    str(pwfile),
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
                     "--locale=C",
@@ -148,21 +152,29 @@ class EmbeddedPostgres:
         _open_path_for(self.socket_dir)
         args = [
             str(bin_dir() / "postgres"),
-            "-D", str(self.datadir),
-            "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={self.socket_dir}",
-            "-c", f"fsync={'on' if self.fsync else 'off'}",
-            "-c", "max_connections=100",
-            "-c", "shared_buffers=32MB",
-            "-c", "logging_collector=off",
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.socket_dir}",
+            "-c",
+            f"fsync={'on' if self.fsync else 'off'}",
+            "-c",
+            "max_connections=100",
+            "-c",
+            "shared_buffers=32MB",
+            "-c",
+            "logging_collector=off",
         ]
         kwargs: dict[str, object] = {}
         if self._ids is not None:
             kwargs = {"user": self._ids[0], "group": self._ids[1], "extra_groups": []}
         log_path = self.datadir.parent / f"{self.datadir.name}.log"
         logf = log_path.open("ab")
-        self._proc = subprocess.Popen(args, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+        self._proc = subprocess.Popen(args, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]  # noqa: S603 - our own binary
         logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -176,7 +188,7 @@ class EmbeddedPostgres:
         raise BackendUnavailable(f"embedded PostgreSQL did not start within {timeout:.0f}s")
 
     def _accepting(self) -> bool:
-        res = subprocess.run(
+        res = subprocess.run(  # noqa: S603 - our own binary
             [str(bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
             check=False,
             capture_output=True,
@@ -213,7 +225,9 @@ class EmbeddedPostgres:
         return self._proc is not None and self._proc.poll() is None
 
     # -- connection strings ----------------------------------------------------------------------
-    def conninfo(self, *, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
+    def conninfo(
+        self, *, dbname: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> str:
         """A libpq keyword/value string for TCP on loopback. Contains the password: never log it."""
         user = user or self.superuser
         pw = self.superuser_password if password is None and user == self.superuser else password

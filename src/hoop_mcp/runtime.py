@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 import psycopg.conninfo
 
 from hoop_mcp.backends.postgres import PostgresBackend
@@ -33,8 +34,14 @@ log = logging.getLogger(__name__)
 class TokenIdentity:
     """The stdio caller's OIDC token, re-read and re-verified on every call (expiry is enforced)."""
 
-    def __init__(self, *, authenticator: OidcAuthenticator, token: SecretRef, base_dir: Path,
-                 environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        authenticator: OidcAuthenticator,
+        token: SecretRef,
+        base_dir: Path,
+        environ: Mapping[str, str],
+    ) -> None:
         self._auth = authenticator
         self._token = token
         self._base_dir = base_dir
@@ -62,9 +69,12 @@ def build_identity(cfg: IdentityConfig, *, base_dir: Path, environ: Mapping[str,
             subject=cfg.unsafe_static_principal.subject, groups=cfg.unsafe_static_principal.groups
         )
         return StaticIdentity(static.principal())
-    assert cfg.oidc is not None and cfg.token is not None
+    if cfg.oidc is None or cfg.token is None:  # excluded by IdentityConfig's validator
+        raise ConfigError("identity needs 'oidc' and 'token'")
     settings = cfg.oidc.settings()
-    return TokenIdentity(authenticator=OidcAuthenticator(settings), token=cfg.token, base_dir=base_dir, environ=environ)
+    return TokenIdentity(
+        authenticator=OidcAuthenticator(settings), token=cfg.token, base_dir=base_dir, environ=environ
+    )
 
 
 def secrets_in_conninfo(conninfo: str) -> list[str]:
@@ -110,7 +120,7 @@ def load_policy_for(config: ServerConfig, config_path: Path) -> Policy:
 
 
 async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runtime:
-    config_path = config_path.resolve()
+    config_path = await anyio.to_thread.run_sync(config_path.resolve)
     config = load_config(config_path)
     base = config_path.parent
     policy = load_policy_for(config, config_path)
@@ -140,10 +150,15 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
         )
     audit_path = resolve_relative(config.audit.sqlite_path, config_path=config_path)
     audit = await SqliteAuditLog.open(audit_path)
-    _owner_only(audit_path)
+    await anyio.to_thread.run_sync(_owner_only, audit_path)
     pipeline = Pipeline(
         identity=identity, policy=policy, masker=masker, audit=audit, backends=backends, scrub=scrub
     )
     return Runtime(
-        config=config, config_path=config_path, policy=policy, pipeline=pipeline, audit=audit, backends=backends
+        config=config,
+        config_path=config_path,
+        policy=policy,
+        pipeline=pipeline,
+        audit=audit,
+        backends=backends,
     )

@@ -79,7 +79,9 @@ async def test_a_leading_commit_cannot_escape_the_read_only_transaction(
 async def test_session_state_set_by_one_call_does_not_survive_into_the_next(
     backend: PostgresBackend, shop: ShopDb
 ) -> None:
-    write = await backend.plan(tool="query_db", arguments={"sql": "UPDATE orders SET status = status WHERE id = 1"})
+    write = await backend.plan(
+        tool="query_db", arguments={"sql": "UPDATE orders SET status = status WHERE id = 1"}
+    )
     for statement in (
         "SET application_name = 'evil'",
         "SET default_transaction_read_only = off",
@@ -89,7 +91,10 @@ async def test_session_state_set_by_one_call_does_not_survive_into_the_next(
         "LISTEN channel_x",
     ):
         await backend.execute(_forged(write, statement))
-    rows = await _run(backend, "SELECT current_setting('application_name'), current_setting('default_transaction_read_only')")
+    rows = await _run(
+        backend,
+        "SELECT current_setting('application_name'), current_setting('default_transaction_read_only')",
+    )
     assert rows == [["hoop-mcp", "off"]] or rows == [["hoop-mcp", "on"]]
     read = await backend.plan(tool="query_db", arguments={"sql": "SELECT 1"})
     with pytest.raises(BackendRejected, match="does not exist"):
@@ -98,16 +103,22 @@ async def test_session_state_set_by_one_call_does_not_survive_into_the_next(
         await backend.execute(_forged(read, "SELECT * FROM leftover"))
     held = shop.admin_query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242")
     assert held == [(0,)]
-    listening = shop.admin_query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' AND state = 'idle'")
+    listening = shop.admin_query(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' AND state = 'idle'"
+    )
     assert listening in ([(0,)], [(1,)])  # pg_stat_activity shows the last query text only
     assert await _run(backend, "SELECT pg_listening_channels()") == []
 
 
 async def test_reads_run_as_the_least_privilege_read_role_when_one_is_configured(shop: ShopDb) -> None:
-    shop.admin_query("DO $$ BEGIN CREATE ROLE hoop_reader_t NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    shop.admin_query(
+        "DO $$ BEGIN CREATE ROLE hoop_reader_t NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
     shop.admin_query("GRANT SELECT ON orders TO hoop_reader_t")
     shop.admin_query("GRANT hoop_reader_t TO hoop_app")
-    b = PostgresBackend(name="shop", settings=_settings(read_role="hoop_reader_t"), conninfo=shop.app_conninfo)
+    b = PostgresBackend(
+        name="shop", settings=_settings(read_role="hoop_reader_t"), conninfo=shop.app_conninfo
+    )
     try:
         assert await _run(b, "SELECT current_user") == [["hoop_reader_t"]]
         assert await _run(b, "SELECT count(*) FROM orders") == [[6]]
@@ -129,9 +140,13 @@ async def test_row_and_byte_caps_cut_results_and_say_so(backend: PostgresBackend
 
 
 async def test_a_huge_read_is_stopped_at_the_cap_without_reading_everything(shop: ShopDb) -> None:
-    b = PostgresBackend(name="shop", settings=_settings(max_rows=10, statement_timeout_ms=20_000), conninfo=shop.app_conninfo)
+    b = PostgresBackend(
+        name="shop", settings=_settings(max_rows=10, statement_timeout_ms=20_000), conninfo=shop.app_conninfo
+    )
     try:
-        planned = await b.plan(tool="query_db", arguments={"sql": "SELECT g FROM generate_series(1, 50000000) g"})
+        planned = await b.plan(
+            tool="query_db", arguments={"sql": "SELECT g FROM generate_series(1, 50000000) g"}
+        )
         result = await b.execute(planned)
         assert len(result.rows) == 10 and result.truncated
         # The connection is healthy afterwards.
@@ -142,12 +157,17 @@ async def test_a_huge_read_is_stopped_at_the_cap_without_reading_everything(shop
 
 async def test_column_origins_survive_aliases_and_star(backend: PostgresBackend) -> None:
     planned = await backend.plan(
-        tool="query_db", arguments={"sql": "SELECT c.ssn AS x, o.* FROM customers c JOIN orders o ON o.customer_id = c.id LIMIT 1"}
+        tool="query_db",
+        arguments={
+            "sql": "SELECT c.ssn AS x, o.* FROM customers c JOIN orders o ON o.customer_id = c.id LIMIT 1"
+        },
     )
     result = await backend.execute(planned)
     sources = [c.source for c in result.columns]
     assert sources[0] == "public.customers.ssn"
-    assert sources[1:] == [f"public.orders.{n}" for n in ("id", "customer_id", "status", "total_cents", "placed_at")]
+    assert sources[1:] == [
+        f"public.orders.{n}" for n in ("id", "customer_id", "status", "total_cents", "placed_at")
+    ]
 
 
 async def test_a_view_over_a_masked_column_is_refused(backend: PostgresBackend, shop: ShopDb) -> None:

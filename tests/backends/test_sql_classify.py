@@ -116,7 +116,10 @@ def test_unknown_functions_lists_only_calls_outside_both_tables() -> None:
 
 
 def test_normalize_sql_re_renders_the_statement_with_pglast() -> None:
-    assert normalize_sql("select  id   from customers   where id=1 -- hi") == "SELECT id FROM customers WHERE id = 1"
+    assert (
+        normalize_sql("select  id   from customers   where id=1 -- hi")
+        == "SELECT id FROM customers WHERE id = 1"
+    )
 
 
 def test_classification_is_a_frozen_model() -> None:

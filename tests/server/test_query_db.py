@@ -12,7 +12,7 @@ from mcp import Client
 from mcp import types as mt
 
 from hoop_mcp.demo_data import CUSTOMERS, SENSITIVE_VALUES
-from tests.support.hoop import write_config, hoop_server
+from tests.support.hoop import hoop_server, write_config
 from tests.support.pg import ShopDb
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +44,10 @@ async def test_an_allowed_read_returns_rows_with_pii_masked(shop: ShopDb, tmp_pa
         with anyio.fail_after(30):
             result = await client.call_tool(
                 "query_db",
-                {"connection": "shop", "sql": "SELECT id, name, email, ssn AS s, card_number, notes FROM customers ORDER BY id"},
+                {
+                    "connection": "shop",
+                    "sql": "SELECT id, name, email, ssn AS s, card_number, notes FROM customers ORDER BY id",
+                },
             )
     assert not result.is_error, _text(result)
     data = result.structured_content
@@ -61,7 +64,9 @@ async def test_an_allowed_read_returns_rows_with_pii_masked(shop: ShopDb, tmp_pa
     assert data["redactions"]
 
 
-async def test_drop_table_is_denied_by_a_named_rule_and_the_table_survives(shop: ShopDb, tmp_path: Path) -> None:
+async def test_drop_table_is_denied_by_a_named_rule_and_the_table_survives(
+    shop: ShopDb, tmp_path: Path
+) -> None:
     setup = write_config(tmp_path, shop)
     async with hoop_server(setup) as (hoop, _), Client(hoop.mcp) as client:
         result = await client.call_tool("query_db", {"connection": "shop", "sql": "DROP TABLE orders"})
@@ -71,11 +76,16 @@ async def test_drop_table_is_denied_by_a_named_rule_and_the_table_survives(shop:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_an_update_runs_only_after_the_user_confirms_it(shop: ShopDb, tmp_path: Path, mode: str) -> None:
+async def test_an_update_runs_only_after_the_user_confirms_it(
+    shop: ShopDb, tmp_path: Path, mode: str
+) -> None:
     setup = write_config(tmp_path, shop)
     prompts: list[str] = []
     sql = "UPDATE orders SET status = 'shipped' WHERE id = 102"
-    async with hoop_server(setup) as (hoop, _), Client(hoop.mcp, elicitation_callback=accept(prompts), mode=mode) as client:
+    async with (
+        hoop_server(setup) as (hoop, _),
+        Client(hoop.mcp, elicitation_callback=accept(prompts), mode=mode) as client,
+    ):
         with anyio.fail_after(30):
             result = await client.call_tool("query_db", {"connection": "shop", "sql": sql})
     assert not result.is_error, _text(result)
@@ -96,7 +106,9 @@ async def test_a_declined_update_changes_nothing(shop: ShopDb, tmp_path: Path) -
     assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("pending",)]
 
 
-async def test_a_client_without_elicitation_gets_a_refusal_naming_the_rule(shop: ShopDb, tmp_path: Path) -> None:
+async def test_a_client_without_elicitation_gets_a_refusal_naming_the_rule(
+    shop: ShopDb, tmp_path: Path
+) -> None:
     setup = write_config(tmp_path, shop)
     async with hoop_server(setup) as (hoop, _), Client(hoop.mcp) as client:
         result = await client.call_tool(

@@ -56,7 +56,9 @@ def write_config(
     environ: dict[str, str] | None = None,
 ) -> HoopSetup:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "policy.yaml").write_text(policy if policy is not None else preset_text("writes-need-confirmation"))
+    (workdir / "policy.yaml").write_text(
+        policy if policy is not None else preset_text("writes-need-confirmation")
+    )
     (workdir / "masking.yaml").write_text(masking)
     identity = identity or textwrap.dedent(
         """\

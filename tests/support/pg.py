@@ -67,9 +67,7 @@ class ShopDb:
                 " WHERE table_schema = 'public' ORDER BY 1, 2, 3"
             ),
             "large_objects": self.admin_query("SELECT count(*) FROM pg_largeobject_metadata"),
-            "settings": self.admin_query(
-                "SELECT d.setconfig FROM pg_db_role_setting d ORDER BY 1"
-            ),
+            "settings": self.admin_query("SELECT d.setconfig FROM pg_db_role_setting d ORDER BY 1"),
         }
 
 
@@ -90,17 +88,25 @@ def prepare_template(cluster: EmbeddedPostgres, app_password: str) -> None:
     with psycopg.connect(cluster.conninfo(dbname=TEMPLATE_DB), autocommit=True) as conn:
         for stmt, params in seed_statements():
             conn.execute(stmt.encode() if params is None else stmt, params)  # type: ignore[arg-type]
-        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(
-            sql.Identifier(APP_ROLE)))
-        conn.execute(sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(
-            sql.Identifier(APP_ROLE)))
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(
+                sql.Identifier(APP_ROLE)
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(
+                sql.Identifier(APP_ROLE)
+            )
+        )
 
 
 def new_shop_db(cluster: EmbeddedPostgres, app_password: str) -> ShopDb:
     name = f"shop_{next(_counter)}_{secrets.token_hex(3)}"
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE_DB))
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
+            )
         )
     return ShopDb(cluster=cluster, dbname=name, app_password=app_password)
 

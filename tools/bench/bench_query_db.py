@@ -87,8 +87,10 @@ async def bench(iterations: int) -> None:
             )
             runtime = await open_runtime(work / "hoop-mcp.yaml", environ={"BENCH_DSN": dsn})
             hoop = HoopServer(pipeline=runtime.pipeline)
-            print(f"machine: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()},"
-                  f" PostgreSQL 16 (embedded, loopback TCP); {iterations} iterations, median")
+            print(
+                f"machine: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()},"
+                f" PostgreSQL 16 (embedded, loopback TCP); {iterations} iterations, median"
+            )
             print(f"{'query':<22}{'psycopg ms':>12}{'query_db ms':>13}{'added ms':>10}{'ratio':>8}")
             try:
                 async with Client(hoop.mcp) as client:
@@ -104,7 +106,9 @@ async def bench(iterations: int) -> None:
                                 direct.execute(query).fetchall()
                                 direct_s.append(time.perf_counter() - t0)
                                 t0 = time.perf_counter()
-                                res = await client.call_tool("query_db", {"connection": "bench", "sql": query})
+                                res = await client.call_tool(
+                                    "query_db", {"connection": "bench", "sql": query}
+                                )
                                 hoop_s.append(time.perf_counter() - t0)
                                 assert not res.is_error, res.content
                             d, h = _median_ms(direct_s), _median_ms(hoop_s)

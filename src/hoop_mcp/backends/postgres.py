@@ -16,8 +16,8 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 import psycopg
@@ -38,12 +38,13 @@ log = logging.getLogger(__name__)
 _READ_EFFECTS = frozenset({"read"})
 _EXPLAINABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE")
 _STREAM_CHUNK = 256
+_T = TypeVar("_T")
 
 
 def _to_json(value: Any) -> JsonValue:
     """Convert a psycopg value to a JSON value, keeping its meaning (exact numerics as strings)."""
     if value is None or isinstance(value, (bool, int, str)):
-        return value  # type: ignore[no-any-return]
+        return value
     conv = _CONVERTERS.get(type(value))
     if conv is not None:
         return conv(value)
@@ -129,7 +130,9 @@ class PostgresBackend:
         """
         old, self._pool, self._opened = self._pool, self._new_pool(), False
         # Closing waits for the old pool's workers: do it off the caller's path.
-        threading.Thread(target=old.close, kwargs={"timeout": 2.0}, name=f"close-{old.name}", daemon=True).start()
+        threading.Thread(
+            target=old.close, kwargs={"timeout": 2.0}, name=f"close-{old.name}", daemon=True
+        ).start()
 
     # -- pool --------------------------------------------------------------------------------------
     def _session_setup(self) -> sql.Composed:
@@ -254,7 +257,7 @@ class PostgresBackend:
             return await self._run(lambda: self._describe(str(planned.private["table"])))
         raise InvalidInput("unknown operation")
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
+    async def _run(self, fn: Callable[[], _T]) -> _T:
         self._ensure_open()
         try:
             return await anyio.to_thread.run_sync(fn)
@@ -296,7 +299,8 @@ class PostgresBackend:
 
     def _execute_query(self, planned: PlannedCall) -> TableResult:
         cls = planned.private["classification"]
-        assert isinstance(cls, SqlClassification)
+        if not isinstance(cls, SqlClassification):
+            raise InvalidInput("the call was not classified")
         read_only = cls.effect in _READ_EFFECTS
         statement = (planned.plan.statement or "").encode("utf-8")
         s = self.settings
@@ -315,7 +319,7 @@ class PostgresBackend:
             truncated_reason: str | None = None
             described: list[tuple[str, str, int, int]] = []
             if returns_rows:
-                stream = cur.stream(statement, size=_STREAM_CHUNK)
+                stream = cast("Generator[Any, None, None]", cur.stream(statement, size=_STREAM_CHUNK))
                 try:
                     for raw in stream:
                         if not described:
@@ -473,7 +477,8 @@ class PostgresBackend:
             conn.execute("ROLLBACK")
         if not rows:
             raise BackendRejected(
-                f"no table or view named {table}", hint="call list_tables to see what exists",
+                f"no table or view named {table}",
+                hint="call list_tables to see what exists",
                 details={"rule_id": "describe.not_found"},
             )
         data: list[list[JsonValue]] = [[r[0], r[1], bool(r[2]), r[3], r[4], bool(r[5])] for r in rows]

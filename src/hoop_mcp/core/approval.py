@@ -42,7 +42,8 @@ def confirmation_prompt(prepared: Prepared) -> str:
     """The exact text shown to the user. A pure function of the (masked) plan: no times, no ids."""
     plan = prepared.plan_masked
     decision = prepared.decision
-    assert plan is not None
+    if plan is None:
+        return f"hoop-mcp: confirm this {prepared.tool} call (rule {decision.rule_id}): no plan available."
     lines = [
         f"hoop-mcp: confirm this {prepared.tool} call on connection '{prepared.connection}'.",
         f"Rule: {decision.rule_id} - {decision.reason}",

@@ -16,7 +16,9 @@ class HoopError(Exception):
     #: Short, stable machine code, e.g. ``config.invalid``.
     code: str = "hoop.error"
 
-    def __init__(self, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint

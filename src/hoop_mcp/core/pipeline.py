@@ -20,7 +20,7 @@ from pydantic import JsonValue
 
 from hoop_mcp.core.approval import ApprovalStage, NoConfirmationChannel
 from hoop_mcp.core.audit import AuditLog, canonical_json
-from hoop_mcp.core.backend import Backend, PlannedCall, ResultColumn, TableResult
+from hoop_mcp.core.backend import Backend, PlannedCall, TableResult
 from hoop_mcp.core.errors import (
     AuditWriteError,
     AuthenticationError,
@@ -147,8 +147,7 @@ class Pipeline:
             masked = self._safe_json(_clip(dict(arguments)))
         except MaskingError:
             return {"withheld": "masking failed; arguments not recorded"}
-        assert isinstance(masked, dict)
-        return masked
+        return masked if isinstance(masked, dict) else {}
 
     def _mask_plan(self, plan: Plan) -> Plan:
         statement = self.safe_text(plan.statement) if plan.statement else plan.statement
@@ -179,11 +178,13 @@ class Pipeline:
         except HoopError as exc:
             prepared.error = exc
             prepared.decision = _error_decision(exc)
-        except Exception as exc:  # noqa: BLE001 - prepare never raises; unknown -> deny
+        except Exception as exc:
             log.exception("call %s: unexpected error while preparing", prepared.call_id)
             prepared.error = HoopError("internal error while preparing the call")
             prepared.decision = Decision(
-                verdict=Verdict.DENY, rule_id="pipeline.internal_error", reason=f"internal error ({type(exc).__name__})"
+                verdict=Verdict.DENY,
+                rule_id="pipeline.internal_error",
+                reason=f"internal error ({type(exc).__name__})",
             )
         return prepared
 
@@ -203,7 +204,10 @@ class Pipeline:
             prepared.decision = planned.refusal
             return
         facts = CallFacts(
-            tool=prepared.tool, connection=prepared.connection, principal=prepared.principal, plan=planned.plan
+            tool=prepared.tool,
+            connection=prepared.connection,
+            principal=prepared.principal,
+            plan=planned.plan,
         )
         prepared.decision = evaluate(self.policy, facts)
         if prepared.decision.verdict is Verdict.CONFIRM:
@@ -225,7 +229,7 @@ class Pipeline:
             stage = approval or NoConfirmationChannel()
             try:
                 confirmation = await stage.decide(prepared)
-            except Exception:  # noqa: BLE001 - the approval stage failing means no
+            except Exception:
                 log.exception("call %s: approval stage failed", prepared.call_id)
                 confirmation = Confirmation(accepted=False, action="error")
 
@@ -236,25 +240,31 @@ class Pipeline:
         if decision.verdict is Verdict.CONFIRM and (confirmation is None or not confirmation.accepted):
             return await self._finish_declined(prepared, confirmation)
 
-        assert prepared.planned is not None and prepared.connection is not None
+        if prepared.planned is None or prepared.connection is None:  # unreachable: no error means planned
+            return await self._finish_error(prepared, confirmation, HoopError("call was not planned"))
         backend = self.backends[prepared.connection]
         try:
             table = await backend.execute(prepared.planned)
         except BackendError as exc:
             return await self._finish_error(prepared, confirmation, exc)
-        except Exception as exc:  # noqa: BLE001 - recorded, then a generic error for the agent
+        except Exception as exc:
             log.exception("call %s: backend failed", prepared.call_id)
-            return await self._finish_error(prepared, confirmation, HoopError(f"internal error ({type(exc).__name__})"))
+            return await self._finish_error(
+                prepared, confirmation, HoopError(f"internal error ({type(exc).__name__})")
+            )
         try:
-            with anyio.CancelScope(shield=True):
-                result = self._mask_table(prepared, table)
-        except Exception:  # noqa: BLE001 - masking failure withholds the result (fail closed)
+            result = self._mask_table(prepared, table)
+        except Exception:
             log.exception("call %s: masking failed; result withheld", prepared.call_id)
             return await self._finish(
                 prepared,
                 confirmation,
-                Outcome(status=OutcomeStatus.WITHHELD, error_code="masking.failed", rule_id="masking.failed",
-                        reason="masking failed; the result was withheld"),
+                Outcome(
+                    status=OutcomeStatus.WITHHELD,
+                    error_code="masking.failed",
+                    rule_id="masking.failed",
+                    reason="masking failed; the result was withheld",
+                ),
                 message=f"The statement ran but its result was withheld because masking failed (call {prepared.call_id}).",
             )
         outcome = Outcome(
@@ -289,9 +299,8 @@ class Pipeline:
         )
 
     def _mask_table(self, prepared: Prepared, table: TableResult) -> _Masked:
-        assert prepared.connection is not None
         masked = self.masker.mask_rows(
-            connection=prepared.connection,
+            connection=prepared.connection or "",
             sources=[c.source for c in table.columns],
             rows=table.rows,
         )
@@ -314,7 +323,9 @@ class Pipeline:
             message = f"Invalid input ({d.rule_id}): {_sentence(exc.public_message)} Nothing was executed."
         elif isinstance(exc, AuthenticationError):
             status, code = OutcomeStatus.DENIED, exc.code
-            message = f"Not authenticated ({d.rule_id}): {_sentence(exc.public_message)} Nothing was executed."
+            message = (
+                f"Not authenticated ({d.rule_id}): {_sentence(exc.public_message)} Nothing was executed."
+            )
         elif exc is not None:
             status, code = OutcomeStatus.ERROR, exc.code
             message = f"The call could not be prepared ({d.rule_id}); nothing was executed. Call id {prepared.call_id}."
@@ -338,7 +349,9 @@ class Pipeline:
         outcome = Outcome(status=OutcomeStatus.DECLINED, rule_id=d.rule_id, reason=f"confirmation {action}")
         return await self._finish(prepared, confirmation, outcome, message=message)
 
-    async def _finish_error(self, prepared: Prepared, confirmation: Confirmation | None, exc: HoopError) -> CallResult:
+    async def _finish_error(
+        self, prepared: Prepared, confirmation: Confirmation | None, exc: HoopError
+    ) -> CallResult:
         rule = str(exc.details.get("rule_id") or exc.code)
         if isinstance(exc, BackendError):
             message = exc.public_message
@@ -402,7 +415,9 @@ class Pipeline:
             call_id=uuid.uuid4().hex,
             session_id=session_id,
             tool=tool,
-            connection=str(arguments.get("connection")) if isinstance(arguments.get("connection"), str) else None,
+            connection=str(arguments.get("connection"))
+            if isinstance(arguments.get("connection"), str)
+            else None,
             arguments_masked=self._mask_arguments(arguments),
             arguments_digest=_safe_digest(arguments),
             started=time.perf_counter(),
@@ -435,7 +450,10 @@ MAX_RECORDED_STRING = 16_384
 
 def _clip(value: JsonValue) -> JsonValue:
     if isinstance(value, str) and len(value) > MAX_RECORDED_STRING:
-        return value[:MAX_RECORDED_STRING] + f"…[{len(value) - MAX_RECORDED_STRING} more characters not recorded]"
+        return (
+            value[:MAX_RECORDED_STRING]
+            + f"…[{len(value) - MAX_RECORDED_STRING} more characters not recorded]"
+        )
     if isinstance(value, list):
         return [_clip(v) for v in value]
     if isinstance(value, dict):
@@ -447,7 +465,9 @@ def _safe_digest(arguments: Mapping[str, JsonValue]) -> str:
     try:
         return digest(dict(arguments))
     except (TypeError, ValueError):
-        return "sha256:" + hashlib.sha256(repr(sorted(arguments.items())).encode("utf-8", "replace")).hexdigest()
+        return (
+            "sha256:" + hashlib.sha256(repr(sorted(arguments.items())).encode("utf-8", "replace")).hexdigest()
+        )
 
 
 def _error_decision(exc: HoopError) -> Decision:

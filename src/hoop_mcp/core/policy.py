@@ -18,12 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import Field, StrictBool, ValidationError, field_validator, model_validator
 
 from hoop_mcp.core.errors import ConfigError
 from hoop_mcp.core.masking_config import BUILTIN_DETECTORS, MaskingPolicy
 from hoop_mcp.core.models import VERDICT_PRECEDENCE, Decision, FrozenModel, Plan, Principal, Verdict
+from hoop_mcp.core.yamlfile import MAX_YAML_BYTES, load_yaml_text, read_text_file
 
 #: Effect classes a plan can carry (``Plan.effect`` is the most consequential one).
 EffectName = Literal["read", "write", "ddl", "dcl", "session", "admin", "unknown"]
@@ -69,9 +69,7 @@ KNOWN_FLAGS: tuple[str, ...] = get_args(FlagName)
 #: Rule id of the implicit last rule: nothing matched, so the call is denied.
 DEFAULT_DENY_RULE = "default-deny"
 #: Policy files larger than this are refused before parsing.
-MAX_POLICY_BYTES = 1024 * 1024
-#: Deepest YAML nesting accepted (a policy needs about six levels).
-MAX_YAML_DEPTH = 32
+MAX_POLICY_BYTES = MAX_YAML_BYTES
 #: Presets shipped in ``hoop_mcp/policies``.
 PRESETS: tuple[str, ...] = ("read-only", "writes-need-confirmation")
 
@@ -219,53 +217,6 @@ class RuleTrace(FrozenModel):
 # --------------------------------------------------------------------------------------------- loading
 
 
-class _StrictSafeLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors/aliases (no YAML bombs), duplicate keys and deep nesting."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
-        mark: Any = event.start_mark
-        if isinstance(event, yaml.AliasEvent):
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in policy files", mark
-            )
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            raise yaml.composer.ComposerError(
-                None, None, f"anchors (&{anchor}) are not allowed in policy files", mark
-            )
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels", mark
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError as exc:  # unhashable key, e.g. a list
-                raise yaml.constructor.ConstructorError(
-                    None, None, "mapping keys must be plain values", key_node.start_mark
-                ) from exc
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _loc_path(loc: Sequence[int | str]) -> str:
     path = ""
     for part in loc:
@@ -318,20 +269,7 @@ def _describe_error(error: Any) -> str:
 
 def load_policy_text(text: str, *, source: str) -> Policy:
     """Parse and validate one policy document. ``source`` names it in errors (a path or preset name)."""
-    if len(text.encode("utf-8", errors="surrogatepass")) > MAX_POLICY_BYTES:
-        raise ConfigError(
-            f"{source}: policy file is larger than {MAX_POLICY_BYTES} bytes", details={"file": source}
-        )
-    try:
-        data = yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(
-            f"{source}: invalid YAML{where}: {exc.problem or exc.context}", details={"file": source}
-        ) from exc
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise ConfigError(f"{source}: invalid YAML: {type(exc).__name__}", details={"file": source}) from exc
+    data = load_yaml_text(text, source=source, what="policy file")
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: the top level must be a mapping ('version', 'rules'), not {type(data).__name__}",
@@ -356,21 +294,7 @@ def load_policy_text(text: str, *, source: str) -> Policy:
 
 
 def _read_file(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: cannot read policy file: {exc.strerror or exc}", details={"file": str(path)}
-        ) from exc
-    if len(raw) > MAX_POLICY_BYTES:
-        raise ConfigError(
-            f"{path}: policy file is larger than {MAX_POLICY_BYTES} bytes", details={"file": str(path)}
-        )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: policy file is not valid UTF-8", details={"file": str(path)}) from exc
+    return read_text_file(path, what="policy file")
 
 
 def _merge_scalar(parts: Sequence[tuple[str, MaskingPolicy]], name: str) -> Any:

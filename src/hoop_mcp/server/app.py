@@ -237,8 +237,8 @@ class HoopServer:
                 ) from None
             log.exception("call %s: audit store cannot be written; nothing executed", prepared.call_id)
             raise ToolError(
-                f"The audit log cannot be written, so nothing was executed (fail closed). Call id {prepared.call_id}; "
-                "an operator must fix the audit store."
+                "The audit log cannot be written, so nothing was executed (fail closed). "
+                f"Call id {prepared.call_id}; an operator must fix the audit store."
             ) from None
 
     @staticmethod
