@@ -144,7 +144,7 @@ class Pipeline:
 
     def _mask_arguments(self, arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
         try:
-            masked = self._safe_json(_clip(dict(arguments)))
+            masked = self._safe_json(_recordable(dict(arguments)))
         except MaskingError:
             return {"withheld": "masking failed; arguments not recorded"}
         return masked if isinstance(masked, dict) else {}
@@ -166,8 +166,8 @@ class Pipeline:
         prepared = Prepared(
             call_id=call_id or uuid.uuid4().hex,
             session_id=session_id,
-            tool=tool,
-            connection=connection,
+            tool=_recordable_text(tool),
+            connection=_recordable_text(connection) if connection is not None else None,
             arguments_masked=self._mask_arguments(arguments),
             arguments_digest=_safe_digest(arguments),
             started=time.perf_counter(),
@@ -326,6 +326,11 @@ class Pipeline:
             message = (
                 f"Not authenticated ({d.rule_id}): {_sentence(exc.public_message)} Nothing was executed."
             )
+        elif isinstance(exc, BackendError):
+            status, code = OutcomeStatus.ERROR, exc.code
+            message = f"{_sentence(exc.public_message)} (rule {d.rule_id})"
+            if "nothing was executed" not in message.lower():
+                message += " Nothing was executed."
         elif exc is not None:
             status, code = OutcomeStatus.ERROR, exc.code
             message = f"The call could not be prepared ({d.rule_id}); nothing was executed. Call id {prepared.call_id}."
@@ -414,8 +419,8 @@ class Pipeline:
         prepared = Prepared(
             call_id=uuid.uuid4().hex,
             session_id=session_id,
-            tool=tool,
-            connection=str(arguments.get("connection"))
+            tool=_recordable_text(tool),
+            connection=_recordable_text(str(arguments.get("connection")))
             if isinstance(arguments.get("connection"), str)
             else None,
             arguments_masked=self._mask_arguments(arguments),
@@ -448,16 +453,31 @@ class _Masked:
 MAX_RECORDED_STRING = 16_384
 
 
-def _clip(value: JsonValue) -> JsonValue:
-    if isinstance(value, str) and len(value) > MAX_RECORDED_STRING:
-        return (
-            value[:MAX_RECORDED_STRING]
-            + f"…[{len(value) - MAX_RECORDED_STRING} more characters not recorded]"
+def _recordable_text(text: str) -> str:
+    """Text an audit record can hold: clipped, and valid Unicode.
+
+    A lone surrogate (from a JSON ``"\\ud800"`` escape) reaches the backend as sent, which refuses
+    it; the record gets an escaped copy, because a record that cannot be encoded would turn a plain
+    invalid-input refusal into an audit failure.
+    """
+    if len(text) > MAX_RECORDED_STRING:
+        text = (
+            text[:MAX_RECORDED_STRING] + f"…[{len(text) - MAX_RECORDED_STRING} more characters not recorded]"
         )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _recordable(value: JsonValue) -> JsonValue:
+    if isinstance(value, str):
+        return _recordable_text(value)
     if isinstance(value, list):
-        return [_clip(v) for v in value]
+        return [_recordable(v) for v in value]
     if isinstance(value, dict):
-        return {k: _clip(v) for k, v in value.items()}
+        return {_recordable_text(str(k)): _recordable(v) for k, v in value.items()}
     return value
 
 

@@ -175,13 +175,13 @@ class HoopServer:
         params = getattr(ctx, "params", None) or {}
         name = str(params.get("name", "?")) if isinstance(params, Mapping) else "?"
         args = params.get("arguments") if isinstance(params, Mapping) else None
-        arguments = _encodable_args(dict(args) if isinstance(args, Mapping) else {})
+        arguments: dict[str, JsonValue] = dict(args) if isinstance(args, Mapping) else {}
         try:
             await self.pipeline.record_rejected_request(
-                tool=_encodable_text(name),
+                tool=name,
                 arguments=arguments,
                 session_id=self.session_id,
-                reason=_encodable_text(self.pipeline.safe_text(reason)[:500]),
+                reason=self.pipeline.safe_text(reason)[:500],
             )
         except Exception:
             log.exception("could not record a rejected %s call", name)
@@ -209,16 +209,9 @@ class HoopServer:
         problem = _call_problem.get()
         if problem is not None:
             raise ToolError(self.pipeline.safe_text(problem))
-        prepared = await self.pipeline.prepare(
+        return await self.pipeline.prepare(
             tool=tool, connection=connection, arguments=arguments, session_id=self.session_id
         )
-        # Text that is not valid Unicode (a lone surrogate from a JSON "\ud800" escape) reaches the
-        # backend as sent, which refuses it; the audit record gets an escaped copy, because a record
-        # that cannot be encoded would turn a plain invalid-input refusal into an audit failure.
-        prepared.arguments_masked = _encodable_args(prepared.arguments_masked)
-        if prepared.connection is not None:
-            prepared.connection = _encodable_text(prepared.connection)
-        return prepared
 
     async def _run(self, prepared: Prepared, confirmation: Confirmation | None) -> CallResult:
         state = _call_state.get()
@@ -407,29 +400,6 @@ def _confirmation_from(prepared: Prepared, answer: Any) -> Confirmation | None:
         return Confirmation(accepted=False, action="invalid")
     action = str(getattr(answer, "action", "cancel"))
     return Confirmation(accepted=False, action=action)
-
-
-def _encodable_text(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
-def _encodable(value: JsonValue) -> JsonValue:
-    """``value`` with every string made UTF-8 encodable (lone surrogates become ``\\udXXX`` escapes)."""
-    if isinstance(value, str):
-        return _encodable_text(value)
-    if isinstance(value, list):
-        return [_encodable(v) for v in value]
-    if isinstance(value, dict):
-        return {_encodable_text(str(k)): _encodable(v) for k, v in value.items()}
-    return value
-
-
-def _encodable_args(arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
-    return {_encodable_text(str(k)): _encodable(v) for k, v in arguments.items()}
 
 
 def _result_text(result: Any) -> str:
