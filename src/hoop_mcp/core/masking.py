@@ -25,7 +25,6 @@ Redaction counts (``MaskedRows.redactions``):
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
@@ -88,6 +87,7 @@ class _Custom:
 
 
 _MAX_PASSES = 8
+_CACHE_LIMIT = 8192
 
 
 class Masker:
@@ -189,6 +189,9 @@ class Masker:
         ]
         per_column = [0] * width
         counts: Counter[str] = Counter()
+        # Results repeat values (statuses, cities): strings found clean are remembered for the call.
+        # Every string with a hit goes through ``_text``, which rescans until nothing changes.
+        clean: set[str] = set()
         find = self._scanner.find
         has_custom = bool(self._customs)
         out_rows: list[tuple[JsonValue, ...]] = []
@@ -205,16 +208,21 @@ class Masker:
                     value = self._apply_rule(value, rule)
                     counts["rule:" + rule.column] += 1
                     per_column[i] += 1
+                    if rule.strategy is not MaskStrategy.PARTIAL:
+                        out.append(value)  # a whole-value token of ours: nothing left to detect
+                        continue
                 if isinstance(value, str):
-                    if has_custom:
-                        before = counts.total()
-                        value = self._text(value, counts)
-                        per_column[i] += counts.total() - before
+                    if value in clean:
+                        pass
                     else:
-                        hits = find(value)
-                        if hits is not None:
-                            value = self._replace(value, hits, counts)
-                            per_column[i] += len(hits)
+                        first = None if has_custom else find(value)
+                        if first is None and not has_custom:
+                            if len(clean) < _CACHE_LIMIT:
+                                clean.add(value)  # the common case: nothing to mask
+                        else:
+                            before = counts.total()
+                            value = self._text(value, counts, first)
+                            per_column[i] += counts.total() - before
                 elif value is None or isinstance(value, bool | int):
                     pass
                 elif isinstance(value, float):
@@ -266,19 +274,22 @@ class Masker:
             return result
         raise MaskingError("value is not JSON", details={"type": type(value).__name__})
 
-    def _text(self, text: str, counts: Counter[str]) -> str:
+    def _text(self, text: str, counts: Counter[str], first_hits: list[Hit] | None = None) -> str:
         # Masking one value can expose another (a card masked out of "+1200… 0 4000 …" leaves a phone
         # number that the overlapping match had hidden), so rescan until nothing changes. Tokens never
         # match a detector, so this converges; a value still changing after a few passes fails closed.
+        hits = first_hits
         for _ in range(_MAX_PASSES):
-            masked = self._text_once(text, counts)
-            if masked == text:
+            masked = self._text_once(text, counts, hits)
+            if masked is text:
                 return masked
-            text = masked
+            text, hits = masked, None
         raise MaskingError("masking did not converge", details={"passes": _MAX_PASSES})
 
-    def _text_once(self, text: str, counts: Counter[str]) -> str:
-        hits = self._scanner.find(text)
+    def _text_once(self, text: str, counts: Counter[str], hits: list[Hit] | None = None) -> str:
+        """One scan-and-replace; returns ``text`` itself (same object) when nothing matched."""
+        if hits is None:
+            hits = self._scanner.find(text)
         if self._customs:
             extra = self._custom_hits(text)
             if extra:
@@ -331,7 +342,7 @@ class Masker:
         return f"[REDACTED:{label}]"
 
     def _hash(self, secret: str) -> str:
-        digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        digest = hmac.digest(self._key, secret.encode("utf-8", "surrogatepass"), "sha256").hex()
         return "hash:" + digest[:16].translate(_HASH_LETTERS)
 
     def _apply_rule(self, value: JsonValue, rule: ColumnRule) -> str:

@@ -14,7 +14,7 @@ from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
 from hoop_mcp.core.approval import AnsweredConfirmation, NoConfirmationChannel, confirmation_prompt
 from hoop_mcp.core.errors import AuditWriteError
@@ -63,9 +63,19 @@ class QueryResult(BaseModel):
     rule_id: str = Field(description="The policy rule that allowed the call")
     confirmed_by_user: bool = Field(description="True when the user confirmed the call through the client")
     columns: list[ColumnInfo]
-    # Cells are JSON values of any type; ``Any`` keeps the published schema flat (``items: {}``) so
-    # clients validate large results quickly (a recursive JsonValue schema costs ~2 ms per 1,000 cells).
-    rows: list[list[Any]] = Field(description="One list per row; cells are JSON values, masked")
+    # Cells are JSON values of any type. The published schema says "an array of arrays" and stops
+    # there: a per-cell schema makes clients that validate results (the Python SDK does, with
+    # jsonschema) spend ~10 ms per 1,000 rows descending into cells that may hold anything anyway.
+    rows: Annotated[
+        list[list[Any]],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": "array"},
+                "description": "One array per row; cells are JSON values (masked), in column order",
+            }
+        ),
+    ]
     row_count: int = Field(description="Rows produced or affected by the statement")
     truncated: bool = Field(description="True when rows were cut by the row or byte cap")
     truncated_reason: str | None = None
