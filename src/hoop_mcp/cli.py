@@ -120,7 +120,11 @@ async def _serve(config: Path) -> None:
 
     runtime = await open_runtime(config, environ=os.environ)
     try:
-        server = HoopServer(pipeline=runtime.pipeline, name=runtime.config.name)
+        server = HoopServer(
+            pipeline=runtime.pipeline,
+            name=runtime.config.name,
+            connections={n: c.description for n, c in runtime.config.connections.items()},
+        )
         log.info(
             "hoop-mcp %s serving on stdio: session %s, connections %s, %d policy rule(s)",
             __version__,

@@ -12,6 +12,7 @@ from mcp import Client
 from mcp import types as mt
 
 from hoop_mcp.demo_data import CUSTOMERS, SENSITIVE_VALUES
+from hoop_mcp.server.app import HoopServer
 from tests.support.hoop import hoop_server, write_config
 from tests.support.pg import ShopDb
 
@@ -57,7 +58,8 @@ async def test_an_allowed_read_returns_rows_with_pii_masked(shop: ShopDb, tmp_pa
     assert data["columns"][3]["masked"] is True
     assert [r[0] for r in data["rows"]] == [c[0] for c in CUSTOMERS]
     assert data["rows"][0][1] == "Ada Quill"
-    assert data["rows"][0][4].endswith("1111") and "4111" not in data["rows"][0][4][:4]
+    assert data["rows"][0][4].endswith("1111")
+    assert "4111" not in data["rows"][0][4][:4]
     everything = _everything(result)
     for value in SENSITIVE_VALUES:
         assert value not in everything
@@ -92,7 +94,9 @@ async def test_an_update_runs_only_after_the_user_confirms_it(
     assert result.structured_content is not None
     assert result.structured_content["confirmed_by_user"] is True
     assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("shipped",)]
-    assert prompts and sql in prompts[-1] and "public.orders" in prompts[-1] and "Estimate" in prompts[-1]
+    assert prompts
+    for expected in (sql, "public.orders", "Estimate (EXPLAIN): about 1 row(s)", "Rule: confirm-"):
+        assert expected in prompts[-1]
 
 
 async def test_a_declined_update_changes_nothing(shop: ShopDb, tmp_path: Path) -> None:
@@ -117,3 +121,18 @@ async def test_a_client_without_elicitation_gets_a_refusal_naming_the_rule(
     assert result.is_error
     assert "cannot show a confirmation prompt" in _text(result)
     assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("pending",)]
+
+
+async def test_the_agent_learns_the_connections_and_their_descriptions_at_initialize(
+    shop: ShopDb, tmp_path: Path
+) -> None:
+    setup = write_config(tmp_path, shop, connection_extra="description: Orders and customers (test)\n")
+    async with hoop_server(setup) as (_, runtime):
+        hoop = HoopServer(
+            pipeline=runtime.pipeline,
+            connections={n: c.description for n, c in runtime.config.connections.items()},
+        )
+        async with Client(hoop.mcp) as client:
+            text = client.instructions or ""
+    assert "- shop: Orders and customers (test)" in text
+    assert "list_tables" in text

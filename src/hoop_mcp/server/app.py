@@ -38,6 +38,15 @@ change the statement or ask the user. Masked values look like [REDACTED:...] or 
 """
 
 
+def instructions(connections: Mapping[str, str]) -> str:
+    """What the agent reads at initialize: how to use the tools and which connections exist."""
+    if not connections:
+        return INSTRUCTIONS
+    lines = [INSTRUCTIONS, "Connections:"]
+    lines += [f"- {name}: {desc}" if desc else f"- {name}" for name, desc in sorted(connections.items())]
+    return "\n".join(lines)
+
+
 class ConfirmForm(BaseModel):
     """The form the user answers (flat, as elicitation requires)."""
 
@@ -131,10 +140,18 @@ def _client_can_elicit(ctx: Context[Any, Any]) -> bool:
 class HoopServer:
     """Builds the MCP server around one pipeline."""
 
-    def __init__(self, *, pipeline: Pipeline, name: str = "hoop-mcp", session_id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        name: str = "hoop-mcp",
+        session_id: str | None = None,
+        connections: Mapping[str, str] | None = None,
+    ) -> None:
+        """``connections`` maps each connection name to its description, shown to the agent."""
         self.pipeline = pipeline
         self.session_id = session_id or uuid.uuid4().hex
-        self.mcp = MCPServer(name, instructions=INSTRUCTIONS)
+        self.mcp = MCPServer(name, instructions=instructions(connections or {}))
         self.mcp.middleware.append(self._record_unhandled)
         self._register()
 
