@@ -24,11 +24,11 @@ from typing import Any
 
 import anyio
 import psycopg
-from psycopg import sql as pgsql
 import pytest
 import yaml
 from mcp import Client
 from mcp import types as mt
+from psycopg import sql as pgsql
 
 from hoop_mcp.demo_data import SENSITIVE_VALUES
 from hoop_mcp.embedded_pg import EmbeddedPostgres
@@ -285,7 +285,7 @@ def test_the_corpus_has_at_least_150_statements_including_honest_reads_and_inval
 # Outcomes
 
 
-def test_every_honest_read_runs_and_returns_a_result(corpus_run: CorpusRun) -> None:
+async def test_every_honest_read_runs_and_returns_a_result(corpus_run: CorpusRun) -> None:
     problems = []
     db_rejected = []
     for obs in corpus_run.observations:
@@ -304,7 +304,7 @@ def test_every_honest_read_runs_and_returns_a_result(corpus_run: CorpusRun) -> N
     assert not problems, _report(problems)
 
 
-def test_reads_that_would_carry_a_masked_column_out_of_its_mask_are_refused_by_a_masking_rule(
+async def test_reads_that_would_carry_a_masked_column_out_of_its_mask_are_refused_by_a_masking_rule(
     corpus_run: CorpusRun,
 ) -> None:
     problems = []
@@ -315,7 +315,7 @@ def test_reads_that_would_carry_a_masked_column_out_of_its_mask_are_refused_by_a
     assert not problems, _report(problems)
 
 
-def test_every_invalid_entry_is_refused_as_invalid_input_naming_its_rule(corpus_run: CorpusRun) -> None:
+async def test_every_invalid_entry_is_refused_as_invalid_input_naming_its_rule(corpus_run: CorpusRun) -> None:
     problems = [
         f"{obs.name}: expected 'Invalid input ({obs.entry['invalid']})', got: {obs.text[:300]}"
         for obs in corpus_run.observations
@@ -325,7 +325,9 @@ def test_every_invalid_entry_is_refused_as_invalid_input_naming_its_rule(corpus_
     assert not problems, _report(problems)
 
 
-def test_every_other_statement_is_refused_with_a_reason_that_names_a_rule(corpus_run: CorpusRun) -> None:
+async def test_every_other_statement_is_refused_with_a_reason_that_names_a_rule(
+    corpus_run: CorpusRun,
+) -> None:
     problems = []
     for obs in corpus_run.observations:
         if expects_success(obs.entry):
@@ -339,7 +341,7 @@ def test_every_other_statement_is_refused_with_a_reason_that_names_a_rule(corpus
     assert not problems, _report(problems)
 
 
-def test_only_writes_ask_for_confirmation_and_each_declined_prompt_refuses_its_call(
+async def test_only_writes_ask_for_confirmation_and_each_declined_prompt_refuses_its_call(
     corpus_run: CorpusRun,
 ) -> None:
     declined = [o for o in corpus_run.observations if "did not confirm" in o.text]
@@ -356,7 +358,7 @@ def test_only_writes_ask_for_confirmation_and_each_declined_prompt_refuses_its_c
 # No effect
 
 
-def test_no_statement_changes_data_schema_roles_sequences_locks_large_objects_or_files(
+async def test_no_statement_changes_data_schema_roles_sequences_locks_large_objects_or_files(
     corpus_run: CorpusRun,
 ) -> None:
     problems = [
@@ -367,13 +369,13 @@ def test_no_statement_changes_data_schema_roles_sequences_locks_large_objects_or
     assert not problems, _report(problems)
 
 
-def test_no_statement_notifies_listeners_or_terminates_other_sessions(corpus_run: CorpusRun) -> None:
+async def test_no_statement_notifies_listeners_or_terminates_other_sessions(corpus_run: CorpusRun) -> None:
     assert corpus_run.notifications == []
     assert corpus_run.canary_alive
     assert corpus_run.still_serving
 
 
-def test_no_result_contains_a_seeded_sensitive_value(corpus_run: CorpusRun) -> None:
+async def test_no_result_contains_a_seeded_sensitive_value(corpus_run: CorpusRun) -> None:
     problems = [
         f"{obs.name}: contains {value!r}"
         for obs in corpus_run.observations
@@ -387,7 +389,7 @@ def test_no_result_contains_a_seeded_sensitive_value(corpus_run: CorpusRun) -> N
 # Audit
 
 
-def test_the_audit_log_of_the_whole_corpus_verifies_and_records_every_statement(
+async def test_the_audit_log_of_the_whole_corpus_verifies_and_records_every_statement(
     corpus_run: CorpusRun,
 ) -> None:
     assert corpus_run.audit_ok, corpus_run.audit_problem
@@ -405,7 +407,7 @@ def test_the_audit_log_of_the_whole_corpus_verifies_and_records_every_statement(
     "first round as a separate call rejected with rule 'input.invalid_arguments' ('request rejected "
     "before the tool ran'), so every confirmed or declined write leaves 4 records under 2 call ids.",
 )
-def test_every_call_leaves_exactly_one_intent_and_one_outcome_record(corpus_run: CorpusRun) -> None:
+async def test_every_call_leaves_exactly_one_intent_and_one_outcome_record(corpus_run: CorpusRun) -> None:
     calls = corpus_run.audit_calls
     malformed = [
         f"{cid}: {records}"

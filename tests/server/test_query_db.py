@@ -136,3 +136,22 @@ async def test_the_agent_learns_the_connections_and_their_descriptions_at_initia
             text = client.instructions or ""
     assert "- shop: Orders and customers (test)" in text
     assert "list_tables" in text
+
+
+async def test_database_error_text_is_masked_before_the_agent_sees_it(shop: ShopDb, tmp_path: Path) -> None:
+    setup = write_config(tmp_path, shop)
+    async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp) as client:
+        # PostgreSQL quotes the offending value in the error: the notes hold an email and a card.
+        result = await client.call_tool(
+            "query_db", {"connection": "shop", "sql": "SELECT notes::int FROM customers WHERE id = 1"}
+        )
+        records = await runtime.audit.records()
+    assert result.is_error
+    text = _text(result)
+    assert "invalid input syntax for type integer" in text
+    assert "[REDACTED:EMAIL]" in text
+    assert "ada.quill@example.com" not in text
+    assert "4111 1111 1111 1111" not in text
+    recorded = "".join(r.model_dump_json() for r in records)
+    assert "ada.quill@example.com" not in recorded
+    assert "[REDACTED:EMAIL]" in recorded
