@@ -90,7 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--connection", required=True)
     e.add_argument("--tool", default="query_db")
     e.add_argument("--sql", required=True, help="the statement to explain")
-    e.add_argument("--schema", default="public", help="schema unqualified names resolve to")
+    e.add_argument(
+        "--schema",
+        default="public",
+        help="schema unqualified names resolve to (with --policy; --config uses the connection's)",
+    )
     return p
 
 
@@ -186,51 +190,49 @@ def _policy_check(files: Sequence[Path]) -> int:
 
 
 def _policy_explain(args: argparse.Namespace) -> int:
-    from hoop_mcp.backends.sql_classify import classify_sql
-    from hoop_mcp.backends.sql_masked_use import find_masked_column_uses
-    from hoop_mcp.core.models import Plan, Principal
+    from hoop_mcp.backends.postgres import plan_sql
+    from hoop_mcp.core.masking import Masker
+    from hoop_mcp.core.models import Principal
     from hoop_mcp.core.policy import CallFacts, explain, load_policy_files, render_explanation
 
     if args.config is not None:
         from hoop_mcp.config import load_config
         from hoop_mcp.runtime import load_policy_for
 
-        policy = load_policy_for(load_config(args.config), args.config.resolve())
+        cfg = load_config(args.config)
+        policy = load_policy_for(cfg, args.config.resolve())
+        conn = cfg.connections.get(args.connection)
+        if conn is None:
+            raise HoopError(
+                f"no connection {args.connection!r} in {args.config}; it has: {', '.join(cfg.connections)}"
+            )
+        schema, max_bytes = conn.schema_name, conn.max_sql_bytes
     else:
         policy = load_policy_files(list(args.policy))
-    cls = classify_sql(args.sql, default_schema=args.schema)
-    plan = Plan(
-        effect=str(cls.effect),
-        effects=tuple(str(e) for e in cls.effects),
-        command=cls.command,
-        relations_read=cls.relations_read,
-        relations_written=cls.relations_written,
-        functions=cls.functions,
-        flags=cls.flags,
-        statement=args.sql,
-    )
-    principal = Principal(subject=args.principal, issuer="policy-explain", groups=tuple(args.group))
-    print(f"statement: {cls.command}, effect {cls.effect}")
-    if cls.relations_read:
-        print(f"reads:     {', '.join(cls.relations_read)}")
-    if cls.relations_written:
-        print(f"writes:    {', '.join(cls.relations_written)}")
-    if cls.functions:
-        print(f"functions: {', '.join(cls.functions)}")
-    if cls.flags:
-        print(f"flags:     {', '.join(cls.flags)}")
-    from hoop_mcp.core.masking import Masker
-
-    masked = Masker(policy.masking, hash_key=b"explain").masked_columns(connection=args.connection)
-    uses = find_masked_column_uses(
+        schema, max_bytes = args.schema, 100_000
+    masking = policy.masking
+    masked = Masker(masking, hash_key=b"explain").masked_columns(connection=args.connection)
+    planned = plan_sql(
         args.sql,
-        masked,
-        allow_predicates=policy.masking.unsafe_allow_masked_column_predicates,
-        default_schema=args.schema,
+        schema=schema,
+        max_bytes=max_bytes,
+        masked=masked,
+        allow_masked_predicates=masking.unsafe_allow_masked_column_predicates,
     )
-    if uses:
-        print(f"DENY by masking.{uses[0].clause}: {uses[0].message}")
+    plan = planned.plan
+    print(f"statement: {plan.command}, effect {plan.effect}")
+    for label, items in (
+        ("reads", plan.relations_read),
+        ("writes", plan.relations_written),
+        ("functions", plan.functions),
+        ("flags", plan.flags),
+    ):
+        if items:
+            print(f"{label + ':':<11}{', '.join(items)}")
+    if planned.refusal is not None:
+        print(f"DENY by {planned.refusal.rule_id}: {planned.refusal.reason}")
         return 0
+    principal = Principal(subject=args.principal, issuer="policy-explain", groups=tuple(args.group))
     facts = CallFacts(tool=args.tool, connection=args.connection, principal=principal, plan=plan)
     decision, traces = explain(policy, facts)
     print(render_explanation(decision, traces))

@@ -9,21 +9,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from hoop_mcp.demo import MASKING_YAML
 from hoop_mcp.runtime import Runtime, open_runtime
 from hoop_mcp.server.app import HoopServer
 from tests.support.pg import ShopDb
 
-SHOP_MASKING = """\
-version: 1
-rules: []
-masking:
-  columns:
-    - {column: public.customers.ssn, strategy: redact}
-    - {column: public.customers.card_number, strategy: partial, keep_last: 4}
-    - {column: public.customers.email, strategy: hash}
-    - {column: public.customers.phone, strategy: partial, keep_last: 2}
-    - {column: public.customers.api_key, strategy: redact}
-"""
+#: The demo's masking rules for the shop database (one definition for the demo and the tests).
+SHOP_MASKING = MASKING_YAML
 
 ALLOW_ALL = """\
 version: 1

@@ -80,6 +80,48 @@ def _cell_size(value: JsonValue) -> int:
     return len(str(value))
 
 
+def plan_sql(
+    text: str,
+    *,
+    schema: str,
+    max_bytes: int,
+    masked: Mapping[str, frozenset[str]],
+    allow_masked_predicates: bool,
+) -> PlannedCall:
+    """What a statement would do, and whether masking refuses it. Pure: no database involved.
+
+    The server and ``hoop-mcp policy explain`` both plan through here, so they cannot disagree.
+    Raises ``InvalidInput`` for text that is not exactly one valid statement.
+    """
+    stmt = parse_statement(text, max_bytes=max_bytes)
+    cls = classify_statement(stmt, text, default_schema=schema)
+    plan = Plan(
+        effect=str(cls.effect),
+        effects=tuple(str(e) for e in cls.effects),
+        command=cls.command,
+        relations_read=cls.relations_read,
+        relations_written=cls.relations_written,
+        functions=cls.functions,
+        flags=cls.flags,
+        statement=text,
+        summary=_summary(cls),
+    )
+    refusal = None
+    if masked:
+        uses = find_masked_column_uses(
+            text, masked, allow_predicates=allow_masked_predicates, default_schema=schema, parsed=(stmt, cls)
+        )
+        if uses:
+            first = uses[0]
+            refusal = Decision(
+                verdict=Verdict.DENY,
+                rule_id=f"masking.{first.clause}",
+                reason=first.message,
+                matched=tuple(sorted({f"masking.{u.clause}" for u in uses})),
+            )
+    return PlannedCall(plan=plan, refusal=refusal, private={"op": "query", "classification": cls})
+
+
 class PostgresBackend:
     """One configured PostgreSQL connection."""
 
@@ -187,37 +229,13 @@ class PostgresBackend:
         text = arguments.get("sql")
         if not isinstance(text, str):
             raise InvalidInput("'sql' must be a string", details={"rule_id": "sql.invalid_type"})
-        stmt = parse_statement(text, max_bytes=self.settings.max_sql_bytes)
-        cls = classify_statement(stmt, text, default_schema=self.settings.schema_name)
-        plan = Plan(
-            effect=str(cls.effect),
-            effects=tuple(str(e) for e in cls.effects),
-            command=cls.command,
-            relations_read=cls.relations_read,
-            relations_written=cls.relations_written,
-            functions=cls.functions,
-            flags=cls.flags,
-            statement=text,
-            summary=_summary(cls),
+        return plan_sql(
+            text,
+            schema=self.settings.schema_name,
+            max_bytes=self.settings.max_sql_bytes,
+            masked=self._masked,
+            allow_masked_predicates=self._allow_predicates,
         )
-        refusal = None
-        if self._masked:
-            uses = find_masked_column_uses(
-                text,
-                self._masked,
-                allow_predicates=self._allow_predicates,
-                default_schema=self.settings.schema_name,
-                parsed=(stmt, cls),
-            )
-            if uses:
-                first = uses[0]
-                refusal = Decision(
-                    verdict=Verdict.DENY,
-                    rule_id=f"masking.{first.clause}",
-                    reason=first.message,
-                    matched=tuple(sorted({f"masking.{u.clause}" for u in uses})),
-                )
-        return PlannedCall(plan=plan, refusal=refusal, private={"op": "query", "classification": cls})
 
     async def estimate(self, planned: PlannedCall) -> PlannedCall:
         cls = planned.private.get("classification")
