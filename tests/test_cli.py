@@ -167,3 +167,22 @@ def test_replay_lists_sessions_and_prints_a_timeline(tmp_path: Path) -> None:
     timeline = _run("replay", "--db", str(path), "--session", "s1")
     assert timeline.returncode == 0
     assert timeline.stdout.count("query_db") >= 5
+
+
+def test_policy_explain_with_a_config_applies_its_masking_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.hoop import SHOP_MASKING
+
+    (tmp_path / "policy.yaml").write_text((PRESETS / "writes-need-confirmation.yaml").read_text())
+    (tmp_path / "masking.yaml").write_text(SHOP_MASKING)
+    (tmp_path / "hoop-mcp.yaml").write_text(
+        "version: 1\nidentity: {unsafe_static_principal: {subject: a}}\n"
+        "policy_files: [policy.yaml, masking.yaml]\n"
+        "connections: {shop: {kind: postgres, dsn: {env: NOT_READ_BY_EXPLAIN}}}\n"
+    )
+    args = ["policy", "explain", "--config", str(tmp_path / "hoop-mcp.yaml"), "--principal", "a"]
+    assert main([*args, "--connection", "shop", "--sql", "SELECT id FROM customers WHERE ssn = '1'"]) == 0
+    assert "DENY by masking.where" in capsys.readouterr().out
+    assert main([*args, "--connection", "other", "--sql", "SELECT 1"]) == 1
+    assert "no connection 'other'" in capsys.readouterr().err
