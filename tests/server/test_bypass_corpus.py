@@ -400,13 +400,6 @@ async def test_the_audit_log_of_the_whole_corpus_verifies_and_records_every_stat
     assert not missing, _report(missing)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="With a modern (2026) MCP client, a call that needs confirmation arrives twice (the "
-    "input-required round, then the retry with the answer). HoopServer._record_unhandled records the "
-    "first round as a separate call rejected with rule 'input.invalid_arguments' ('request rejected "
-    "before the tool ran'), so every confirmed or declined write leaves 4 records under 2 call ids.",
-)
 async def test_every_call_leaves_exactly_one_intent_and_one_outcome_record(corpus_run: CorpusRun) -> None:
     calls = corpus_run.audit_calls
     malformed = [

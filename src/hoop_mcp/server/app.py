@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation
 from mcp.types import ToolAnnotations
+from mcp_types import InputRequiredResult
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
 from hoop_mcp.core.approval import AnsweredConfirmation, NoConfirmationChannel, confirmation_prompt
@@ -173,7 +174,7 @@ class HoopServer:
         finally:
             _call_problem.reset(problem)
             _call_state.reset(token)
-        if not state["recorded"]:
+        if not state["recorded"] and not _asks_for_input(result):
             text = _result_text(result)
             await self._record_rejected(ctx, text or "request rejected before the tool ran")
             result = self._mask_result(result)
@@ -427,6 +428,16 @@ def _confirmation_from(prepared: Prepared, answer: Any) -> Confirmation | None:
         return Confirmation(accepted=False, action="invalid")
     action = str(getattr(answer, "action", "cancel"))
     return Confirmation(accepted=False, action=action)
+
+
+def _asks_for_input(result: Any) -> bool:
+    """A 2026-07-28 round that asks the client a question (elicitation) before the tool body runs.
+
+    Not a rejected call: the same call comes back with the answer and is recorded then.
+    """
+    if isinstance(result, InputRequiredResult):
+        return True
+    return isinstance(result, dict) and ("inputRequests" in result or result.get("resultType") == "input_required")
 
 
 def _result_text(result: Any) -> str:
