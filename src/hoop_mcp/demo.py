@@ -40,6 +40,9 @@ masking:
     - {column: public.customers.email, strategy: hash}
     - {column: public.customers.phone, strategy: partial, keep_last: 2}
     - {column: public.customers.api_key, strategy: redact}
+    # Free text: values pass through the detectors, and the column may not be transformed
+    # (reverse(notes) would reshape an embedded card number past every detector).
+    - {column: public.customers.notes, strategy: detect}
 """
 
 

@@ -219,3 +219,16 @@ def test_results_are_sorted_and_free_of_duplicates() -> None:
     uses = find_masked_column_uses("SELECT upper(ssn), lower(ssn), md5(api_key) FROM customers", MASKED)
     pairs = [(u.clause, u.column) for u in uses]
     assert pairs == sorted(set(pairs))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT s FROM customers AS c(i, n, e, p, s)",
+        "SELECT x FROM (customers JOIN orders ON orders.customer_id = customers.id) AS j(x, y)",
+    ],
+)
+def test_renaming_columns_of_a_masked_table_in_from_is_refused(sql: str) -> None:
+    uses = find_masked_column_uses(sql, {"public.customers": frozenset({"ssn"})})
+    assert [u.clause for u in uses] == ["renamed"]
+    assert "column alias list" in uses[0].message

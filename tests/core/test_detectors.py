@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hoop_mcp.core.detectors import Scanner, iban_ok, luhn_ok
-from hoop_mcp.core.masking_config import BUILTIN_DETECTORS
+from hoop_mcp.core.masking import Masker
+from hoop_mcp.core.masking_config import BUILTIN_DETECTORS, MaskingPolicy
 
 SCANNER = Scanner(BUILTIN_DETECTORS)
 
@@ -207,3 +208,20 @@ def test_an_assignment_of_an_aws_secret_is_named_aws_secret_key_only_when_that_d
     text = "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
     hits = Scanner(("password_assignment",)).find(text) or []
     assert [h.name for h in hits] == ["password_assignment"]
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("GHP_" + "FAKE" * 9, "github_token"),
+        ("SK_LIVE_" + "FAKE0000000000000000DEMO1", "stripe_key"),
+        ("XOXB-000000000000-000000000000-" + "FAKE" * 6, "slack_token"),
+        ("GLPAT-" + "abcdefghijklmnopqrstu", "gitlab_token"),
+    ],
+)
+def test_provider_token_prefixes_are_found_in_any_case(text: str, name: str) -> None:
+    # upper()/lower() over a free-text column must not turn a token into plain text.
+    m = Masker(MaskingPolicy(), hash_key=b"k")
+    masked, counts = m.mask_text(f"key: {text} end")
+    assert text not in masked
+    assert counts[name] == 1

@@ -51,29 +51,14 @@ class Case:
     must_succeed: bool = False
 
 
-def case(id: str, sql: str, *, refuse: bool = False, succeed: bool = False, xfail: str | None = None) -> Any:
-    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
-    return pytest.param(Case(id, sql, must_refuse=refuse, must_succeed=succeed), id=id, marks=marks)
+def case(id: str, sql: str, *, refuse: bool = False, succeed: bool = False) -> Any:
+    return pytest.param(Case(id, sql, must_refuse=refuse, must_succeed=succeed), id=id)
 
 
-# Honest strict xfails: each is a leak the server has today (reported to the lead). When one is
-# fixed, its case XPASSes, which fails the run until the marker is removed.
-RENAMED_COLUMNS = (
-    "BUG: the masked-use analysis matches masked columns by name, so a column alias list in FROM "
-    "(customers AS c(i, n, e, p, s, cn, k)) renames ssn/api_key out of its sight; expressions, hashes "
-    "and WHERE/ORDER BY on the new names are not refused"
-)
-NOTES_UPPER = (
-    "BUG: the github_token detector only knows lowercase prefixes (ghp_, ...), so upper(notes) shows "
-    "the token embedded in a note as GHP_...; detectors on free text should match case-insensitively"
-)
-# Known limit of value detectors on a column without a column rule: an expression over `notes`
-# (not a masked column, so the masked-use analysis allows it) can reshape an embedded value until no
-# detector recognises it.
-NOTES_LIMIT = (
-    "notes has no column rule; an expression over it reshapes embedded PII past the value detectors "
-    "(known limit of detectors on unruled columns)"
-)
+# Fixed leaks, kept as regressions: a column alias list in FROM renamed masked columns out of the
+# masked-use analysis (now refused as ``masking.renamed``), and expressions over the free-text
+# ``notes`` column reshaped embedded values past the detectors (``notes`` now has a ``detect``
+# column rule, so it may be selected as it is but not transformed).
 
 CASES = [
     # ---- Baseline: masked columns selected as they are (masked by the protocol's column metadata) ----
@@ -103,7 +88,6 @@ CASES = [
     case(
         "cast-renamed-column",
         "SELECT k::bytea, s::bytea FROM customers AS c(i, n, e, p, s, cn, k)",
-        xfail=RENAMED_COLUMNS,
     ),
     # ---- Concatenation and formatting ----------------------------------------------------------------
     case("concat-operator", "SELECT ssn || '' FROM customers"),
@@ -119,7 +103,6 @@ CASES = [
     case(
         "upper-renamed-key",
         "SELECT upper(k) FROM customers AS c(i, n, e, p, s, cn, k)",
-        xfail=RENAMED_COLUMNS,
     ),
     # ---- Substrings and character-by-character extraction --------------------------------------------
     case("substring-first-char", "SELECT substring(ssn, 1, 1) FROM customers"),
@@ -139,7 +122,6 @@ CASES = [
         "renamed-ssn-char-by-char",
         "SELECT c.i, g, substring(c.s, g, 1) FROM customers AS c(i, n, e, p, s), generate_series(1, 11) AS g"
         " ORDER BY c.i, g",
-        xfail=RENAMED_COLUMNS,
     ),
     # ---- Obfuscating transforms ----------------------------------------------------------------------
     case("reverse-ssn", "SELECT reverse(ssn) FROM customers"),
@@ -154,9 +136,7 @@ CASES = [
     case("escape", "SELECT encode(api_key::bytea, 'escape') FROM customers"),
     case("md5", "SELECT md5(ssn) FROM customers", refuse=True),
     case("sha256", "SELECT sha256(convert_to(card_number, 'UTF8')) FROM customers", refuse=True),
-    case(
-        "md5-renamed", "SELECT md5(s) FROM customers AS c(i, n, e, p, s)", refuse=True, xfail=RENAMED_COLUMNS
-    ),
+    case("md5-renamed", "SELECT md5(s) FROM customers AS c(i, n, e, p, s)", refuse=True),
     # ---- JSON, rows, arrays and aggregation -----------------------------------------------------------
     case("to-jsonb-row", "SELECT to_jsonb(c) FROM customers c"),
     case("row-to-json", "SELECT row_to_json(c) FROM customers c"),
@@ -209,44 +189,36 @@ CASES = [
         "where-renamed",
         "SELECT i FROM customers AS c(i, n, e, p, s) WHERE s LIKE '9%'",
         refuse=True,
-        xfail=RENAMED_COLUMNS,
     ),
     case(
         "order-by-renamed",
         "SELECT i FROM customers AS c(i, n, e, p, s) ORDER BY s",
         refuse=True,
-        xfail=RENAMED_COLUMNS,
     ),
     # ---- notes: no column rule, only the detectors -----------------------------------------------------
-    case("notes-upper", "SELECT upper(notes) FROM customers", xfail=NOTES_UPPER),
+    case("notes-upper", "SELECT upper(notes) FROM customers"),
     case("notes-lower", "SELECT lower(notes) FROM customers"),
     case("notes-string-agg", "SELECT string_agg(notes, ' | ') FROM customers"),
     case("notes-json-agg", "SELECT json_agg(notes) FROM customers"),
     case("notes-split-part", "SELECT split_part(notes, ' ', 4) FROM customers"),
-    case("notes-reverse", "SELECT reverse(notes) FROM customers", xfail=NOTES_LIMIT),
-    case("notes-replace-at", "SELECT replace(notes, '@', ' at ') FROM customers", xfail=NOTES_LIMIT),
+    case("notes-reverse", "SELECT reverse(notes) FROM customers"),
+    case("notes-replace-at", "SELECT replace(notes, '@', ' at ') FROM customers"),
     case(
         "notes-strip-dashes",
         "SELECT regexp_replace(notes, '[- ]', '', 'g') FROM customers",
-        xfail=NOTES_LIMIT,
     ),
     case(
         "notes-space-digits",
         "SELECT regexp_replace(notes, '(\\d)', '\\1.', 'g') FROM customers",
-        xfail=NOTES_LIMIT,
     ),
     case(
         "notes-translate",
         "SELECT translate(notes, '0123456789', 'abcdefghij') FROM customers",
-        xfail=NOTES_LIMIT,
     ),
-    case(
-        "notes-base64", "SELECT encode(convert_to(notes, 'UTF8'), 'base64') FROM customers", xfail=NOTES_LIMIT
-    ),
+    case("notes-base64", "SELECT encode(convert_to(notes, 'UTF8'), 'base64') FROM customers"),
     case(
         "notes-char-by-char",
         "SELECT c.id, i, substring(c.notes, i, 1) FROM customers c, generate_series(1, 90) AS i ORDER BY c.id, i",
-        xfail=NOTES_LIMIT,
     ),
 ]
 

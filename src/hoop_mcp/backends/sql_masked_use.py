@@ -54,6 +54,8 @@ _MESSAGES = {
     "Select the column on its own",
     "subquery": "is used inside a subquery, CTE, UNION arm or copied elsewhere; masking cannot follow it "
     "there. Select it directly in the outermost SELECT",
+    "renamed": "is renamed by a column alias list (e.g. customers AS c(a, b, ...)); masking follows column "
+    "names, so columns of a table with masked columns cannot be renamed in FROM. Use AS on the output instead",
     "whole_row": "is included in a whole-row reference (e.g. row_to_json(c), c inside a function or "
     "subquery); list the columns you need instead",
 }
@@ -365,6 +367,7 @@ def find_masked_column_uses(
         for column in masked_map[rel]:
             columns.setdefault(column, set()).add(rel)
     row_names: dict[str, str] = {}
+    renamed: set[str] = set()
     for node in _iter_nodes(stmt):
         if isinstance(node, ast.RangeVar):
             rel = qualify_relation(node, default_schema)
@@ -372,7 +375,17 @@ def find_masked_column_uses(
                 row_names[node.relname or ""] = rel
                 if node.alias is not None and node.alias.aliasname:
                     row_names[node.alias.aliasname] = rel
+                if node.alias is not None and node.alias.colnames:
+                    renamed.add(rel)
+        elif isinstance(node, ast.JoinExpr) and node.alias is not None and node.alias.colnames:
+            # (a JOIN b) AS j(x, y, ...) renames every column of the join, masked ones included.
+            renamed.update(
+                qualify_relation(n, default_schema) for n in _iter_nodes(node) if isinstance(n, ast.RangeVar)
+            )
     state = _State(columns=columns, row_names=row_names, in_play=in_play, default_schema=default_schema)
+    for rel in renamed & in_play:
+        for column in masked_map[rel]:
+            state.add([rel], column, "renamed")
     if stmt.stmt is not None:
         try:
             _Scanner(state).statement(stmt.stmt)

@@ -279,37 +279,37 @@ _ALTERNATIVES: tuple[Anchored, ...] = (
     Anchored(
         "github_token",
         "_",
-        r"(?<=gh[pousr]_)(?<![A-Za-z0-9_]gh._)[A-Za-z0-9]{36,255}(?![A-Za-z0-9_])",
+        r"(?<=(?i:gh[pousr])_)(?<![A-Za-z0-9_](?i:gh)._)[A-Za-z0-9]{36,255}(?![A-Za-z0-9_])",
         _back(3),
     ),
     Anchored(
         "github_token",
         "_",
-        r"(?<=github_)(?<![A-Za-z0-9_]github_)pat_[A-Za-z0-9_]{22,255}(?![A-Za-z0-9_])",
+        r"(?<=(?i:github)_)(?<![A-Za-z0-9_](?i:github)_)(?i:pat)_[A-Za-z0-9_]{22,255}(?![A-Za-z0-9_])",
         _back(6),
     ),
     Anchored(
         "stripe_key",
         "_",
-        r"(?<=[spr]k_)(?<![A-Za-z0-9_][spr]k_)(?:live|test)_[A-Za-z0-9]{10,247}+",
+        r"(?<=(?i:[spr]k)_)(?<![A-Za-z0-9_](?i:[spr]k)_)(?i:live|test)_[A-Za-z0-9]{10,247}+",
         _back(2),
     ),
     Anchored(
         "gitlab_token",
         "-",
-        r"(?<=gl(?:dt|rt|ft)-)(?<![A-Za-z0-9_]gl..-)[A-Za-z0-9_-]{20,255}+",
+        r"(?<=(?i:gl(?:dt|rt|ft))-)(?<![A-Za-z0-9_](?i:gl)..-)[A-Za-z0-9_-]{20,255}+",
         _back(4),
     ),
     Anchored(
         "gitlab_token",
         "-",
-        r"(?<=gl(?:pat|ptt|oas|cbt)-)(?<![A-Za-z0-9_]gl...-)[A-Za-z0-9_-]{20,255}+",
+        r"(?<=(?i:gl(?:pat|ptt|oas|cbt))-)(?<![A-Za-z0-9_](?i:gl)...-)[A-Za-z0-9_-]{20,255}+",
         _back(5),
     ),
     Anchored(
         "slack_token",
         "-",
-        r"(?<=xox[abposr]-)(?<![A-Za-z0-9]xox.-)[A-Za-z0-9-]{10,255}+",
+        r"(?<=(?i:xox[abposr])-)(?<![A-Za-z0-9](?i:xox).-)[A-Za-z0-9-]{10,255}+",
         _back(4),
     ),
     Anchored(

@@ -154,7 +154,7 @@ class Masker:
         """
         counts: Counter[str] = Counter()
         try:
-            if rule is not None and value is not None:
+            if rule is not None and value is not None and rule.strategy is not MaskStrategy.DETECT:
                 value = self._apply_rule(value, rule)
                 counts["rule:" + rule.column] += 1
             return self._json(value, counts, 0), counts
@@ -204,7 +204,7 @@ class Masker:
             out: list[JsonValue] = []
             for i, value in enumerate(row):
                 rule = rules[i]
-                if rule is not None and value is not None:
+                if rule is not None and value is not None and rule.strategy is not MaskStrategy.DETECT:
                     value = self._apply_rule(value, rule)
                     counts["rule:" + rule.column] += 1
                     per_column[i] += 1
@@ -244,7 +244,9 @@ class Masker:
                 redactions[name] = n
             else:
                 redactions["detector:" + name] = n
-        masked = tuple(i for i, rule in enumerate(rules) if rule is not None)
+        masked = tuple(
+            i for i, rule in enumerate(rules) if rule is not None and rule.strategy is not MaskStrategy.DETECT
+        )
         return MaskedRows.model_construct(rows=tuple(out_rows), redactions=redactions, masked_columns=masked)
 
     def _json(self, value: JsonValue, counts: Counter[str], depth: int) -> JsonValue:

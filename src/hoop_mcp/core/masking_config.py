@@ -17,6 +17,11 @@ class MaskStrategy(StrEnum):
     PARTIAL = "partial"
     #: Replace with a keyed hash (HMAC-SHA256): equal inputs give equal tokens, joins still work.
     HASH = "hash"
+    #: Column rules only. Keep the value but mask what the detectors find in it (for free text such
+    #: as notes), and treat the column as masked in queries: it may be selected as it is, never
+    #: transformed (``reverse(notes)`` would reshape embedded values past the detectors), compared
+    #: or copied.
+    DETECT = "detect"
 
 
 #: Every built-in value detector, by name (see docs/policies.md#masking).
@@ -67,6 +72,12 @@ class ColumnRule(FrozenModel):
         return self.column.rsplit(".", 1)[1]
 
 
+def _not_detect(value: MaskStrategy) -> MaskStrategy:
+    if value is MaskStrategy.DETECT:
+        raise ValueError("'detect' is only for column rules; use redact, partial or hash")
+    return value
+
+
 class CustomEntity(FrozenModel):
     """An operator-defined value detector (e.g. internal account numbers)."""
 
@@ -75,6 +86,11 @@ class CustomEntity(FrozenModel):
     pattern: str = Field(max_length=500)
     strategy: MaskStrategy = MaskStrategy.REDACT
     keep_last: int = Field(default=4, ge=0, le=16)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy_ok(cls, value: MaskStrategy) -> MaskStrategy:
+        return _not_detect(value)
 
     @field_validator("name")
     @classmethod
@@ -104,6 +120,11 @@ class MaskingPolicy(FrozenModel):
     #: Masked columns in WHERE / JOIN / ORDER BY / GROUP BY are a comparison oracle and refused by
     #: default. Setting this lets such queries run (the values are still masked in the output).
     unsafe_allow_masked_column_predicates: bool = False
+
+    @field_validator("detector_strategy")
+    @classmethod
+    def _detector_strategy_ok(cls, value: MaskStrategy) -> MaskStrategy:
+        return _not_detect(value)
 
     @field_validator("detectors")
     @classmethod
