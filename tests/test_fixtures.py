@@ -1,3 +1,5 @@
+import pytest
+
 from tests.support.pg import ShopDb
 
 
@@ -9,9 +11,5 @@ def test_shop_database_is_seeded_and_app_role_needs_its_password(shop: ShopDb) -
     with psycopg.connect(shop.app_conninfo) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("hoop_app",)
     wrong = shop.app_conninfo.replace(shop.app_password, "not-the-password")
-    try:
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(wrong).close()
-    except psycopg.OperationalError as exc:
-        assert "password authentication failed" in str(exc)
-    else:
-        raise AssertionError("a wrong password was accepted")

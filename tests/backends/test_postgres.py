@@ -132,11 +132,13 @@ async def test_row_and_byte_caps_cut_results_and_say_so(backend: PostgresBackend
     planned = await backend.plan(tool="query_db", arguments={"sql": "SELECT id FROM orders ORDER BY id"})
     result = await backend.execute(planned)
     assert [r[0] for r in result.rows] == [101, 102, 103]
-    assert result.truncated and result.truncated_reason == "max_rows"
+    assert result.truncated
+    assert result.truncated_reason == "max_rows"
     planned = await backend.plan(tool="query_db", arguments={"sql": "SELECT repeat('x', 1500) FROM orders"})
     result = await backend.execute(planned)
     assert len(result.rows) == 1
-    assert result.truncated and result.truncated_reason == "max_bytes"
+    assert result.truncated
+    assert result.truncated_reason == "max_bytes"
 
 
 async def test_a_huge_read_is_stopped_at_the_cap_without_reading_everything(shop: ShopDb) -> None:
@@ -148,7 +150,8 @@ async def test_a_huge_read_is_stopped_at_the_cap_without_reading_everything(shop
             tool="query_db", arguments={"sql": "SELECT g FROM generate_series(1, 50000000) g"}
         )
         result = await b.execute(planned)
-        assert len(result.rows) == 10 and result.truncated
+        assert len(result.rows) == 10
+        assert result.truncated
         # The connection is healthy afterwards.
         assert await _run(b, "SELECT 1") == [[1]]
     finally:
@@ -173,7 +176,7 @@ async def test_column_origins_survive_aliases_and_star(backend: PostgresBackend)
 async def test_a_view_over_a_masked_column_is_refused(backend: PostgresBackend, shop: ShopDb) -> None:
     shop.admin_query("CREATE VIEW people AS SELECT id, ssn AS tax_id FROM customers")
     shop.admin_query("GRANT SELECT ON people TO hoop_app")
-    with pytest.raises(BackendRejected, match="view over the masked column public.customers.ssn"):
+    with pytest.raises(BackendRejected, match=r"view over the masked column public\.customers\.ssn"):
         await _run(backend, "SELECT * FROM people")
     shop.admin_query("CREATE VIEW order_view AS SELECT id, status FROM orders")
     shop.admin_query("GRANT SELECT ON order_view TO hoop_app")

@@ -437,7 +437,9 @@ def _asks_for_input(result: Any) -> bool:
     """
     if isinstance(result, InputRequiredResult):
         return True
-    return isinstance(result, dict) and ("inputRequests" in result or result.get("resultType") == "input_required")
+    return isinstance(result, dict) and (
+        "inputRequests" in result or result.get("resultType") == "input_required"
+    )
 
 
 def _result_text(result: Any) -> str:
