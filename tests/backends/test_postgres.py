@@ -203,3 +203,41 @@ async def test_pooled_connections_are_reset_and_reused_not_replaced(backend: Pos
     stats = backend._pool.get_stats()
     assert stats.get("returns_bad", 0) == 0  # the reset (DISCARD ALL) worked every time
     assert len(pids) < 8, (stats, pids)  # connections were reused, not replaced per call
+
+
+async def test_partitions_and_child_tables_of_a_masked_table_are_refused(shop: ShopDb) -> None:
+    shop.admin_query(
+        "CREATE TABLE patients (id int, diagnosis text) PARTITION BY RANGE (id);"
+        " CREATE TABLE patients_low PARTITION OF patients FOR VALUES FROM (0) TO (100);"
+        " CREATE TABLE patients_sub (id int, diagnosis text) PARTITION BY RANGE (id);"
+        " ALTER TABLE patients ATTACH PARTITION patients_sub FOR VALUES FROM (100) TO (200);"
+        " CREATE TABLE patients_deep PARTITION OF patients_sub FOR VALUES FROM (100) TO (200);"
+        " INSERT INTO patients VALUES (1, 'secret diagnosis'), (150, 'other diagnosis');"
+        " CREATE TABLE base_notes (id int, body text); CREATE TABLE more_notes () INHERITS (base_notes);"
+        " GRANT SELECT ON patients, patients_low, patients_sub, patients_deep, base_notes, more_notes TO hoop_app"
+    )
+    b = PostgresBackend(
+        name="shop",
+        settings=_settings(),
+        conninfo=shop.app_conninfo,
+        masked_columns={
+            "public.patients": frozenset({"diagnosis"}),
+            "public.base_notes": frozenset({"body"}),
+        },
+    )
+    try:
+        for child, parent in (
+            ("patients_low", "public.patients"),
+            ("patients_deep", "public.patients"),
+            ("more_notes", "public.base_notes"),
+        ):
+            with pytest.raises(BackendRejected, match=f"partition or child table of {parent}"):
+                await _run(b, f"SELECT id FROM {child}")
+        # The parent itself is fine: its rows carry the parent's name, so the column rule applies.
+        planned = await b.plan(
+            tool="query_db", arguments={"sql": "SELECT id, diagnosis FROM patients ORDER BY id"}
+        )
+        result = await b.execute(planned)
+        assert result.columns[1].source == "public.patients.diagnosis"
+    finally:
+        await b.close()

@@ -13,7 +13,7 @@ from mcp import types as mt
 
 from hoop_mcp.demo_data import CUSTOMERS, SENSITIVE_VALUES
 from hoop_mcp.server.app import HoopServer
-from tests.support.hoop import hoop_server, write_config
+from tests.support.hoop import SHOP_MASKING, hoop_server, write_config
 from tests.support.pg import ShopDb
 
 pytestmark = pytest.mark.anyio
@@ -139,7 +139,9 @@ async def test_the_agent_learns_the_connections_and_their_descriptions_at_initia
 
 
 async def test_database_error_text_is_masked_before_the_agent_sees_it(shop: ShopDb, tmp_path: Path) -> None:
-    setup = write_config(tmp_path, shop)
+    # Without a rule on notes, a cast over it runs and PostgreSQL quotes the value in its error.
+    masking = "\n".join(line for line in SHOP_MASKING.splitlines() if "customers.notes" not in line)
+    setup = write_config(tmp_path, shop, masking=masking)
     async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp) as client:
         # PostgreSQL quotes the offending value in the error: the notes hold an email and a card.
         result = await client.call_tool(
@@ -155,3 +157,61 @@ async def test_database_error_text_is_masked_before_the_agent_sees_it(shop: Shop
     recorded = "".join(r.model_dump_json() for r in records)
     assert "ada.quill@example.com" not in recorded
     assert "[REDACTED:EMAIL]" in recorded
+
+
+async def test_the_confirmation_prompt_shows_the_whole_statement_even_when_text_looks_like_a_secret(
+    shop: ShopDb, tmp_path: Path
+) -> None:
+    # A fake key header in a comment used to blank the rest of the statement in the prompt (the
+    # detector masked "to the end of the text"), hiding "OR id = 104" from the user.
+    setup = write_config(tmp_path, shop)
+    prompts: list[str] = []
+    sql = (
+        "UPDATE orders SET status = 'shipped' WHERE id = 102 /* -----BEGIN PRIVATE KEY----- */ "
+        "AND customer_id = 1 OR id = 104"
+    )
+    async with (
+        hoop_server(setup) as (hoop, runtime),
+        Client(hoop.mcp, elicitation_callback=accept(prompts)) as c,
+    ):
+        await c.call_tool("query_db", {"connection": "shop", "sql": sql})
+        records = await runtime.audit.records()
+    shown = prompts[-1]
+    assert "OR id = 104" in shown
+    assert "(id = 102 AND customer_id = 1) OR id = 104" in shown  # precedence made explicit
+    assert "BEGIN PRIVATE KEY" not in shown  # comments are not shown at all
+    assert "REDACTED" not in shown
+    plans = [r.event.plan for r in records if r.event.plan is not None]
+    assert plans
+    assert all("OR id = 104" in (p.statement or "") for p in plans)
+
+
+async def test_secrets_in_literals_are_masked_in_the_prompt_and_invisible_characters_are_escaped(
+    shop: ShopDb, tmp_path: Path
+) -> None:
+    setup = write_config(tmp_path, shop)
+    prompts: list[str] = []
+    sql = "UPDATE orders SET status = 'card 4111 1111 1111 1111\u202e' WHERE id = 102"
+    async with hoop_server(setup) as (hoop, _), Client(hoop.mcp, elicitation_callback=accept(prompts)) as c:
+        await c.call_tool("query_db", {"connection": "shop", "sql": sql})
+    shown = prompts[-1]
+    assert "4111 1111 1111 1111" not in shown
+    assert "[REDACTED:CARD]" in shown
+    assert "\u202e" not in shown
+    assert "\\u{202E}" in shown
+
+
+async def test_a_failing_write_does_not_quote_the_row_it_failed_on(shop: ShopDb, tmp_path: Path) -> None:
+    # PostgreSQL's DETAIL says "Failing row contains (1, Ada Quill, ...)": masked columns the
+    # detectors cannot recognise (a name under a redact rule) would escape through it.
+    masking = SHOP_MASKING + "    - {column: public.customers.name, strategy: redact}\n"
+    setup = write_config(tmp_path, shop, masking=masking)
+    async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp, elicitation_callback=accept([])) as c:
+        result = await c.call_tool(
+            "query_db", {"connection": "shop", "sql": "UPDATE customers SET email = NULL WHERE id = 1"}
+        )
+        records = await runtime.audit.records()
+    assert result.is_error
+    assert "null value in column" in _text(result)
+    assert "Ada Quill" not in _text(result)
+    assert "Ada Quill" not in "".join(r.model_dump_json() for r in records)

@@ -26,7 +26,12 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import JsonValue
 
-from hoop_mcp.backends.sql_classify import SqlClassification, classify_statement, parse_statement
+from hoop_mcp.backends.sql_classify import (
+    SqlClassification,
+    classify_statement,
+    parse_statement,
+    render_for_people,
+)
 from hoop_mcp.backends.sql_masked_use import find_masked_column_uses
 from hoop_mcp.config import PostgresConnection
 from hoop_mcp.core.backend import PlannedCall, ResultColumn, TableResult
@@ -237,6 +242,17 @@ class PostgresBackend:
             allow_masked_predicates=self._allow_predicates,
         )
 
+    def render(self, planned: PlannedCall, *, mask: Callable[[str], str]) -> str | None:
+        """The statement as people see it: re-rendered by pglast with only literal values masked.
+
+        ``None`` for an operation without a statement, or one pglast cannot draw faithfully.
+        """
+        statement = planned.plan.statement
+        if planned.private.get("op") != "query" or statement is None:
+            return None
+        stmt = parse_statement(statement, max_bytes=self.settings.max_sql_bytes)
+        return render_for_people(stmt, mask)
+
     async def estimate(self, planned: PlannedCall) -> PlannedCall:
         cls = planned.private.get("classification")
         if not isinstance(cls, SqlClassification) or cls.effect not in ("read", "write"):
@@ -306,8 +322,8 @@ class PostgresBackend:
             diag = exc.diag
             message = diag.message_primary or _first_line(exc)
             parts = [f"PostgreSQL rejected the statement: {message}"]
-            if diag.message_detail:
-                parts.append(f"detail: {diag.message_detail}")
+            # DETAIL is never passed on: it quotes whole rows ("Failing row contains (...)") and key
+            # values, including masked columns that the detectors cannot recognise (names, salaries).
             if diag.message_hint:
                 parts.append(f"hint: {diag.message_hint}")
             raise BackendRejected("; ".join(parts), details={"sqlstate": exc.sqlstate or ""}) from None
@@ -322,11 +338,11 @@ class PostgresBackend:
         read_only = cls.effect in _READ_EFFECTS
         statement = (planned.plan.statement or "").encode("utf-8")
         s = self.settings
-        precheck = self._views_query(cls.relations_read) if self._masked else None
+        precheck = self._derived_query(cls.relations_read) if self._masked else None
         txn = self._txn(read_only=read_only, extra=precheck)
         with txn as conn:
             if txn.extra_rows:
-                self._check_views(conn, [int(r[0]) for r in txn.extra_rows])
+                self._check_derived(conn, txn.extra_rows)
             cur = conn.cursor()
             returns_rows = "returning" in cls.flags or cls.command.upper().startswith(
                 ("SELECT", "VALUES", "TABLE", "SHOW", "EXPLAIN", "WITH")
@@ -423,15 +439,40 @@ class PostgresBackend:
         )
 
     @staticmethod
-    def _views_query(relations: tuple[str, ...]) -> sql.Composable | None:
-        """Which of ``relations`` are views (their column metadata names the view, not the table)."""
+    def _derived_query(relations: tuple[str, ...]) -> sql.Composable | None:
+        """Which of ``relations`` are views, and which descend (partitions, inheritance) from what.
+
+        Column metadata names the relation a value was read from: a view or a partition of a masked
+        table would otherwise carry masked values under a name no column rule matches.
+        """
         if not relations:
             return None
         return sql.SQL(
-            "SELECT c.oid::int8 FROM pg_catalog.pg_class c"
-            " WHERE c.oid = ANY(ARRAY(SELECT to_regclass(x) FROM unnest(ARRAY[{rels}]::text[]) AS x))"
-            " AND c.relkind IN ('v', 'm')"
+            "WITH RECURSIVE rels AS (SELECT to_regclass(x) AS oid FROM unnest(ARRAY[{rels}]::text[]) AS x),"
+            " anc(child, parent) AS ("
+            "  SELECT i.inhrelid, i.inhparent FROM pg_catalog.pg_inherits i JOIN rels r ON i.inhrelid = r.oid"
+            "  UNION SELECT a.child, i.inhparent FROM anc a"
+            "  JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.parent)"
+            " SELECT 'view', c.oid::int8, NULL::text, NULL::text FROM pg_catalog.pg_class c"
+            "  JOIN rels r ON c.oid = r.oid WHERE c.relkind IN ('v', 'm')"
+            " UNION ALL SELECT 'child', a.child::int8,"
+            "  (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = cc.relnamespace) || '.' || cc.relname,"
+            "  (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = pc.relnamespace) || '.' || pc.relname"
+            "  FROM anc a JOIN pg_catalog.pg_class cc ON cc.oid = a.child"
+            "  JOIN pg_catalog.pg_class pc ON pc.oid = a.parent"
         ).format(rels=sql.SQL(", ").join(sql.Literal(r) for r in relations))
+
+    def _check_derived(self, conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+        for kind, _, child, ancestor in rows:
+            if kind == "child" and ancestor in self._masked:
+                raise BackendRejected(
+                    f"{child} is a partition or child table of {ancestor}, which has masked columns; "
+                    f"query {ancestor} instead",
+                    details={"rule_id": "masking.inherited"},
+                )
+        views = [int(r[1]) for r in rows if r[0] == "view"]
+        if views:
+            self._check_views(conn, views)
 
     def _check_views(self, conn: psycopg.Connection[Any], views: list[int]) -> None:
         """Refuse reads of views that expose masked columns."""

@@ -9,7 +9,7 @@ relations read and written, the functions called and a set of risk flags. What c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -862,6 +862,39 @@ class _Classifier:
         else:
             self.stmt_effect(ctx, SqlEffect.UNKNOWN)
         self.generic(node, replace(ctx, stored_setting=True))
+
+
+def render_for_people(stmt: ast.RawStmt, mask: Callable[[str], str]) -> str | None:
+    """The statement as a person should see it before confirming it, or ``None`` if it cannot be drawn.
+
+    pglast re-renders the parse tree: comments are gone (nothing can hide inside one), precedence is
+    made explicit with parentheses, and only literal values pass through ``mask`` (the detectors),
+    so masking can never swallow SQL syntax. Mutates ``stmt``: call it after every analysis.
+    """
+    for node in _iter_consts(stmt):
+        val = node.val
+        if isinstance(val, ast.String):
+            masked = mask(val.sval or "")
+            if masked != val.sval:
+                node.val = ast.String(sval=masked)
+        elif isinstance(val, ast.Integer | ast.Float):
+            text = str(val.ival if isinstance(val, ast.Integer) else val.fval)
+            masked = mask(text)
+            if masked != text:
+                node.val = ast.String(sval=masked)
+    try:
+        return str(RawStream()(stmt))
+    except Exception:  # noqa: BLE001 - the printer lacks a few rare nodes: no faithful rendering
+        return None
+
+
+def _iter_consts(root: ast.Node) -> Iterator[ast.A_Const]:
+    stack: list[ast.Node] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.A_Const):
+            yield node
+        stack.extend(child for _, child in children(node))
 
 
 def normalize_sql(sql: str) -> str:

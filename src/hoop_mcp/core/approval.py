@@ -7,6 +7,7 @@ another implementation of :class:`ApprovalStage`.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING, Protocol
 
 from hoop_mcp.core.models import Confirmation
@@ -38,6 +39,23 @@ class NoConfirmationChannel:
         return Confirmation(accepted=False, action="unsupported")
 
 
+def visible(text: str) -> str:
+    """``text`` with every character that could hide or fake content shown as an escape.
+
+    Line breaks (a statement could forge a "Writes:" line), other control characters, bidi
+    overrides and zero-width characters (which reorder or hide text on screen) become ``\\u{XXXX}``.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        ch if ch == " " or unicodedata.category(ch) not in _HIDING_CATEGORIES else f"\\u{{{ord(ch):04X}}}"
+        for ch in text
+    )
+
+
+_HIDING_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp", "Zs"})
+
+
 def confirmation_prompt(prepared: Prepared) -> str:
     """The exact text shown to the user. A pure function of the (masked) plan: no times, no ids."""
     plan = prepared.plan_masked
@@ -60,7 +78,7 @@ def confirmation_prompt(prepared: Prepared) -> str:
         lines.append("Estimate: not available")
     if plan.flags:
         lines.append("Flags: " + ", ".join(plan.flags))
-    lines.append("Statement:")
+    lines.append("Statement (as PostgreSQL parsed it; comments dropped, values masked):")
     lines.append(plan.statement or "")
     lines.append("Principal: " + (prepared.principal.label if prepared.principal else "unknown"))
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)

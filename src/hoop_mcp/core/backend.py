@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +53,14 @@ class Backend(Protocol):
 
     async def plan(self, *, tool: str, arguments: Mapping[str, JsonValue]) -> PlannedCall:
         """Parse and classify. Raises ``InvalidInput`` for bad input. Never executes anything."""
+        ...
+
+    def render(self, planned: PlannedCall, *, mask: Callable[[str], str]) -> str | None:
+        """What people are shown of the call (prompts, records): faithful, with only values masked.
+
+        ``None`` when the call has nothing to render (the arguments are shown instead) or the
+        backend cannot render it faithfully.
+        """
         ...
 
     async def estimate(self, planned: PlannedCall) -> PlannedCall:

@@ -149,8 +149,16 @@ class Pipeline:
             return {"withheld": "masking failed; arguments not recorded"}
         return masked if isinstance(masked, dict) else {}
 
-    def _mask_plan(self, plan: Plan) -> Plan:
-        statement = self.safe_text(plan.statement) if plan.statement else plan.statement
+    def _shown_plan(self, plan: Plan, display: str | None) -> Plan:
+        """The plan as people see it: the backend's faithful rendering of the statement.
+
+        Masking the raw statement text would be lossy in the agent's favour (a fake key header in a
+        comment can blank the rest of the statement), so only the backend's rendering, with literal
+        values masked, is ever shown or recorded.
+        """
+        statement = display if plan.statement is not None else None
+        if plan.statement is not None and display is None:
+            statement = UNRENDERABLE
         return plan.model_copy(update={"statement": statement, "summary": self.safe_text(plan.summary)})
 
     # -- prepare -----------------------------------------------------------------------------------
@@ -199,7 +207,8 @@ class Pipeline:
         backend = self.backends[prepared.connection]
         planned = await backend.plan(tool=prepared.tool, arguments=arguments)
         prepared.planned = planned
-        prepared.plan_masked = self._mask_plan(planned.plan)
+        display = backend.render(planned, mask=self.safe_text)
+        prepared.plan_masked = self._shown_plan(planned.plan, display)
         if planned.refusal is not None:
             prepared.decision = planned.refusal
             return
@@ -211,9 +220,17 @@ class Pipeline:
         )
         prepared.decision = evaluate(self.policy, facts)
         if prepared.decision.verdict is Verdict.CONFIRM:
+            if planned.plan.statement is not None and display is None:
+                prepared.decision = Decision(
+                    verdict=Verdict.DENY,
+                    rule_id="confirm.unrenderable",
+                    reason="this statement cannot be shown faithfully for confirmation, so it cannot be "
+                    f"confirmed (rule {prepared.decision.rule_id} asks for confirmation); rewrite it",
+                )
+                return
             planned = await backend.estimate(planned)
             prepared.planned = planned
-            prepared.plan_masked = self._mask_plan(planned.plan)
+            prepared.plan_masked = self._shown_plan(planned.plan, display)
 
     # -- run ---------------------------------------------------------------------------------------
     async def run(self, prepared: Prepared, *, approval: ApprovalStage | None = None) -> CallResult:
@@ -448,6 +465,9 @@ class _Masked:
     rows: list[list[JsonValue]]
     redactions: dict[str, int]
 
+
+#: Shown instead of a statement the backend cannot render faithfully (never a lossy masked text).
+UNRENDERABLE = "[statement not shown: it cannot be rendered faithfully; the arguments digest identifies it]"
 
 #: Longest string argument kept in an audit record; longer ones keep a prefix (the digest covers all).
 MAX_RECORDED_STRING = 16_384
