@@ -241,3 +241,16 @@ async def test_partitions_and_child_tables_of_a_masked_table_are_refused(shop: S
         assert result.columns[1].source == "public.patients.diagnosis"
     finally:
         await b.close()
+
+
+async def test_results_carry_the_command_tag(backend: PostgresBackend) -> None:
+    planned = await backend.plan(tool="query_db", arguments={"sql": "SELECT id FROM orders WHERE id < 103"})
+    assert (await backend.execute(planned)).command_status == "SELECT 2"
+    planned = await backend.plan(
+        tool="query_db", arguments={"sql": "UPDATE orders SET status = status WHERE id = 101 RETURNING id"}
+    )
+    assert (await backend.execute(planned)).command_status == "UPDATE 1"
+    planned = await backend.plan(
+        tool="query_db", arguments={"sql": "UPDATE orders SET status = status WHERE id = 101"}
+    )
+    assert (await backend.execute(planned)).command_status == "UPDATE 1"

@@ -232,3 +232,26 @@ def test_renaming_columns_of_a_masked_table_in_from_is_refused(sql: str) -> None
     uses = find_masked_column_uses(sql, {"public.customers": frozenset({"ssn"})})
     assert [u.clause for u in uses] == ["renamed"]
     assert "column alias list" in uses[0].message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT DISTINCT ssn FROM customers",
+        "SELECT DISTINCT c.ssn, id FROM customers c",
+        "SELECT DISTINCT * FROM customers",
+    ],
+)
+def test_plain_distinct_over_a_masked_column_is_a_predicate_use(sql: str) -> None:
+    uses = find_masked_column_uses(sql, {"public.customers": frozenset({"ssn"})})
+    assert [(u.column, u.clause) for u in uses] == [("public.customers.ssn", "distinct")]
+    assert find_masked_column_uses(sql, {"public.customers": frozenset({"ssn"})}, allow_predicates=True) == ()
+
+
+def test_plain_distinct_over_unmasked_columns_is_fine() -> None:
+    assert (
+        find_masked_column_uses(
+            "SELECT DISTINCT name FROM customers", {"public.customers": frozenset({"ssn"})}
+        )
+        == ()
+    )

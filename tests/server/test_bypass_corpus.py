@@ -30,6 +30,7 @@ from mcp import Client
 from mcp import types as mt
 from psycopg import sql as pgsql
 
+from hoop_mcp.backends.sql_classify import normalize_sql
 from hoop_mcp.demo_data import SENSITIVE_VALUES
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 from tests.support.hoop import hoop_server, write_config
@@ -348,8 +349,11 @@ async def test_only_writes_ask_for_confirmation_and_each_declined_prompt_refuses
     not_writes = [o.name for o in declined if o.entry.get("effect") != "write"]
     assert not not_writes, _report(not_writes)
     assert len(corpus_run.prompts) == len(declined) > 0
+    # The prompt shows the statement as PostgreSQL parsed it (pglast's rendering, comments dropped).
     writes_in_prompts = [
-        o.name for o, p in zip(declined, corpus_run.prompts, strict=True) if o.entry["sql"] not in p
+        o.name
+        for o, p in zip(declined, corpus_run.prompts, strict=True)
+        if normalize_sql(o.entry["sql"]) not in p
     ]
     assert not writes_in_prompts, _report(writes_in_prompts)
 

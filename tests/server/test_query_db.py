@@ -10,6 +10,7 @@ import anyio
 import pytest
 from mcp import Client
 from mcp import types as mt
+from mcp.shared.exceptions import MCPError
 
 from hoop_mcp.demo_data import CUSTOMERS, SENSITIVE_VALUES
 from hoop_mcp.server.app import HoopServer
@@ -215,3 +216,40 @@ async def test_a_failing_write_does_not_quote_the_row_it_failed_on(shop: ShopDb,
     assert "null value in column" in _text(result)
     assert "Ada Quill" not in _text(result)
     assert "Ada Quill" not in "".join(r.model_dump_json() for r in records)
+
+
+async def test_an_accepted_answer_cannot_be_replayed_to_run_the_write_again(
+    shop: ShopDb, tmp_path: Path
+) -> None:
+    setup = write_config(tmp_path, shop)
+    args = {"connection": "shop", "sql": "UPDATE orders SET total_cents = total_cents + 1000 WHERE id = 102"}
+    async with (
+        hoop_server(setup) as (hoop, runtime),
+        Client(hoop.mcp, elicitation_callback=accept([])) as client,
+    ):
+        session = client.session
+        first = await session.call_tool("query_db", args, allow_input_required=True)
+        assert isinstance(first, mt.InputRequiredResult)
+        assert first.input_requests
+        key = next(iter(first.input_requests))
+        answer = {key: mt.ElicitResult(action="accept", content={"confirm": True, "comment": ""})}
+        done = await session.call_tool(
+            "query_db",
+            args,
+            input_responses=answer,
+            request_state=first.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(done, mt.CallToolResult)
+        assert not done.is_error
+        with pytest.raises(MCPError, match="already used"):
+            await session.call_tool(
+                "query_db",
+                args,
+                input_responses=answer,
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+        records = await runtime.audit.records()
+    assert shop.admin_query("SELECT total_cents FROM orders WHERE id = 102") == [(5500,)]
+    assert any("replayed" in (r.event.decision.reason if r.event.decision else "") for r in records)

@@ -380,7 +380,9 @@ class PostgresBackend:
                     stream.close()
                 if not described and cur.description:
                     described = self._describe_result(cur)
-                status = cur.statusmessage or ""
+                # psycopg's stream does not keep the command tag: rebuild it like PostgreSQL's.
+                verb = cls.command.split()[0].upper() if cls.command else "SELECT"
+                status = cur.statusmessage or (f"INSERT 0 {total}" if verb == "INSERT" else f"{verb} {total}")
             else:
                 cur.execute(statement, binary=True)
                 total = max(cur.rowcount, 0)

@@ -48,7 +48,8 @@ _MESSAGES = {
     "order_by": "is used in ORDER BY; sorting by a masked column reveals its value",
     "group_by": "is used in GROUP BY; grouping by a masked column reveals its value",
     "having": "is used in HAVING; conditions on a masked column reveal its value",
-    "distinct": "is used in DISTINCT ON; it reveals which values are equal",
+    "distinct": "is used in DISTINCT or DISTINCT ON; de-duplicating reveals which values are equal "
+    "(and the sort behind it, their order)",
     "positional": "may be referenced by position in ORDER BY / GROUP BY; refer to unmasked columns by name",
     "expression": "is used inside an expression or function call; the derived value cannot be masked. "
     "Select the column on its own",
@@ -272,6 +273,15 @@ class _Scanner:
         self.scan(node.havingClause, "having")
         self.scan_list(node.sortClause, "order_by")
         self.scan_list(node.distinctClause, "distinct")
+        if node.distinctClause and None in node.distinctClause:
+            # Plain DISTINCT over a masked column de-duplicates (and usually sorts) by its value.
+            for target in targets:
+                column = self.plain_masked(target)
+                if column is not None and isinstance(target, ast.ColumnRef):
+                    self.s.add(self._relations_for(tuple(target.fields or ()), column), column, "distinct")
+            if has_star:
+                for column, rels in self.s.columns.items():
+                    self.s.add(rels, column, "distinct")
         for window in node.windowClause or ():
             if isinstance(window, ast.WindowDef):
                 self.scan_list(window.partitionClause, "group_by")

@@ -4,12 +4,16 @@ Only this package imports ``mcp``. Every tool call goes through :class:`~hoop_mc
 """
 
 import contextvars
+import hashlib
+import time
 import logging
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation
@@ -24,6 +28,9 @@ from hoop_mcp.core.pipeline import CallResult, Pipeline, Prepared
 from hoop_mcp.core.policy import CallFacts, evaluate
 
 log = logging.getLogger(__name__)
+
+#: How long a used answer is remembered: longer than the SDK keeps sealed request state valid (600 s).
+_ANSWER_MEMORY_S = 900.0
 
 _call_state: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
     "hoop_call_state", default=None
@@ -153,8 +160,36 @@ class HoopServer:
         self.pipeline = pipeline
         self.session_id = session_id or uuid.uuid4().hex
         self.mcp = MCPServer(name, instructions=instructions(connections or {}))
+        # Outermost, before the SDK unseals request state: it sees the sealed (random-nonce) token.
+        self.mcp.middleware.insert(0, self._single_use_answers)
         self.mcp.middleware.append(self._record_unhandled)
+        self._answers_used: dict[str, float] = {}
         self._register()
+
+    # -- middleware: an answer to a confirmation is used once -------------------------------------
+    async def _single_use_answers(self, ctx: Any, call_next: Any) -> Any:
+        """Refuse a replayed answer: on 2026-07-28 the client returns the user's answer with the
+        sealed request state of the round that asked, which stays valid for minutes. Resending the
+        same pair would run the confirmed write again, so each sealed token may carry one answer."""
+        params = getattr(ctx, "params", None)
+        token = (
+            params.get("requestState")
+            if getattr(ctx, "method", None) == "tools/call" and isinstance(params, Mapping)
+            else None
+        )
+        if not isinstance(token, str):
+            return await call_next(ctx)
+        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+        now = time.monotonic()
+        self._answers_used = {k: t for k, t in self._answers_used.items() if now - t < _ANSWER_MEMORY_S}
+        if key in self._answers_used:
+            await self._record_rejected(ctx, "a confirmation answer was replayed; refused")
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message="This confirmation answer was already used; call the tool again to be asked again.",
+            )
+        self._answers_used[key] = now  # reserved before the call runs: concurrent replays lose too
+        return await call_next(ctx)
 
     # -- middleware: record what never reached a tool body ---------------------------------------
     async def _record_unhandled(self, ctx: Any, call_next: Any) -> Any:
