@@ -31,7 +31,7 @@ def test_the_demo_narrates_the_whole_pipeline_and_exits_zero_twice_on_one_workdi
         out = proc.stdout
         assert proc.returncode == 0, f"run {attempt}: {out}\n{proc.stderr}"
         assert "Tools: query_db, list_tables, describe_table" in out
-        assert "masked: api_key, card_number, email, phone, ssn" in out
+        assert "masked: api_key, card_number, email, notes, phone, ssn" in out
         assert "[REDACTED]" in out
         assert "Denied by rule 'masking.where'" in out
         assert "Denied by rule 'deny-ddl'" in out
