@@ -75,7 +75,14 @@ async def test_list_tables_flags_every_masked_column(shop: ShopDb, tmp_path: Pat
     assert result.structured_content is not None
     tables = {t["table"]: t for t in result.structured_content["tables"]}
     assert {"public.customers", "public.orders", "public.products"} <= set(tables)
-    assert tables["public.customers"]["masked_columns"] == ["api_key", "card_number", "email", "notes", "phone", "ssn"]
+    assert tables["public.customers"]["masked_columns"] == [
+        "api_key",
+        "card_number",
+        "email",
+        "notes",
+        "phone",
+        "ssn",
+    ]
 
 
 async def test_describe_table_marks_masked_columns_with_their_strategy(shop: ShopDb, tmp_path: Path) -> None:
