@@ -5,20 +5,19 @@ Only this package imports ``mcp``. Every tool call goes through :class:`~hoop_mc
 
 import contextvars
 import hashlib
-import time
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation
+from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
-from mcp_types import InputRequiredResult
+from mcp_types import INVALID_PARAMS, InputRequiredResult
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
 from hoop_mcp.core.approval import AnsweredConfirmation, NoConfirmationChannel, confirmation_prompt
