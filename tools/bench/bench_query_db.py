@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psycopg
@@ -60,7 +61,7 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-async def bench(iterations: int) -> None:
+async def bench(iterations: int, timings: dict[str, list[float]] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="hoop-bench-") as tmp:
         work = Path(tmp)
         pg = EmbeddedPostgres(work / "pgdata")
@@ -113,17 +114,49 @@ async def bench(iterations: int) -> None:
                                 assert not res.is_error, res.content
                             d, h = _median_ms(direct_s), _median_ms(hoop_s)
                             print(f"{label:<22}{d:>12.2f}{h:>13.2f}{h - d:>10.2f}{h / d:>8.1f}")
+                            if timings is not None:
+                                for stage, samples in timings.items():
+                                    print(f"    {stage:<55}{_median_ms(samples):>8.2f} ms")
+                                timings.clear()
             finally:
                 await runtime.aclose()
         finally:
             pg.destroy()
 
 
+def _instrument() -> dict[str, list[float]]:
+    """Time the pipeline's stages (a seam we own): where the added latency goes."""
+    from hoop_mcp.backends import postgres
+    from hoop_mcp.core import pipeline
+
+    timings: dict[str, list[float]] = {}
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                timings.setdefault(label, []).append(time.perf_counter() - start)
+
+        setattr(owner, name, timed)
+
+    wrap(pipeline.Pipeline, "prepare", "prepare (identity, parse, classify, policy, render)")
+    wrap(pipeline.Pipeline, "_record", "one durable audit append (x2 per call)")
+    wrap(postgres.PostgresBackend, "execute", "backend execute (5 round trips incl. pool reset)")
+    wrap(pipeline.Pipeline, "run", "run (records + execute + mask)")
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--breakdown", action="store_true", help="also print median time per pipeline stage")
     args = parser.parse_args()
-    anyio.run(bench, args.iterations)
+    timings = _instrument() if args.breakdown else None
+    anyio.run(bench, args.iterations, timings)
 
 
 if __name__ == "__main__":
