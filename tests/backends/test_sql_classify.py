@@ -16,6 +16,9 @@ from hoop_mcp.backends.sql_classify import (
     SqlEffect,
     classify_sql,
     normalize_sql,
+    parse_statement,
+    render_for_people,
+    render_tokens,
 )
 from hoop_mcp.backends.sql_functions import SAFE_FUNCTIONS, dangerous_function, is_safe_function
 from hoop_mcp.core.errors import InvalidInput
@@ -393,3 +396,18 @@ def test_a_subquery_contributes_its_effect_to_the_statement(outer_part: str, inn
         return
     assert EFFECT_RANK[combined.effect] >= EFFECT_RANK[inner.effect], sql
     assert EFFECT_RANK[combined.effect] >= EFFECT_RANK[classify_sql(outer_part).effect], sql
+
+
+def _mask(text: str) -> str:
+    return "'[MASKED]'" if "secret" in text or "BEGIN" in text else text
+
+
+def test_render_tokens_drops_comments_and_masks_only_literals() -> None:
+    sql = "UPDATE t SET a = 'secret' /* -----BEGIN PRIVATE KEY----- */ WHERE id = 1 -- c\n OR b = 'x'"
+    assert render_tokens(sql, _mask) == "UPDATE t SET a = '[MASKED]' WHERE id = 1 OR b = 'x'"
+
+
+def test_render_for_people_makes_precedence_explicit_and_masks_only_literals() -> None:
+    sql = "DELETE FROM t WHERE a = '-----BEGIN PRIVATE KEY-----' AND b = 1 OR c = 2 /* hidden */"
+    rendered = render_for_people(parse_statement(sql), _mask)
+    assert rendered == "DELETE FROM t WHERE (a = '''[MASKED]''' AND b = 1) OR c = 2"

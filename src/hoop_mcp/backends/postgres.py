@@ -31,6 +31,7 @@ from hoop_mcp.backends.sql_classify import (
     classify_statement,
     parse_statement,
     render_for_people,
+    render_tokens,
 )
 from hoop_mcp.backends.sql_masked_use import find_masked_column_uses
 from hoop_mcp.config import PostgresConnection
@@ -242,14 +243,20 @@ class PostgresBackend:
             allow_masked_predicates=self._allow_predicates,
         )
 
-    def render(self, planned: PlannedCall, *, mask: Callable[[str], str]) -> str | None:
-        """The statement as people see it: re-rendered by pglast with only literal values masked.
+    def render(
+        self, planned: PlannedCall, *, mask: Callable[[str], str], for_confirmation: bool
+    ) -> str | None:
+        """The statement as people see it, with only literal values masked.
 
-        ``None`` for an operation without a statement, or one pglast cannot draw faithfully.
+        For records: PostgreSQL's tokens, comments dropped (cheap). For a confirmation prompt:
+        pglast's re-rendering of the parse tree, which also makes precedence explicit; ``None`` when
+        pglast cannot draw it faithfully. ``None`` too for an operation without a statement.
         """
         statement = planned.plan.statement
         if planned.private.get("op") != "query" or statement is None:
             return None
+        if not for_confirmation:
+            return render_tokens(statement, mask)
         stmt = parse_statement(statement, max_bytes=self.settings.max_sql_bytes)
         return render_for_people(stmt, mask)
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pglast import ast, enums, parse_sql
-from pglast.parser import ParseError
+from pglast.parser import ParseError, scan
 from pglast.stream import RawStream
 
 from hoop_mcp.backends.sql_functions import dangerous_function, is_safe_function
@@ -862,6 +862,22 @@ class _Classifier:
         else:
             self.stmt_effect(ctx, SqlEffect.UNKNOWN)
         self.generic(node, replace(ctx, stored_setting=True))
+
+
+_LITERAL_TOKENS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST", "PARAM"})
+_COMMENT_TOKENS = frozenset({"C_COMMENT", "SQL_COMMENT"})
+
+
+def render_tokens(sql: str, mask: Callable[[str], str]) -> str:
+    """The statement token by token (PostgreSQL's own scanner): comments dropped, one space between
+    tokens, and only literal tokens passed through ``mask``. Cheap and faithful; used for records."""
+    parts = []
+    for token in scan(sql):
+        if token.name in _COMMENT_TOKENS:
+            continue
+        text = sql[token.start : token.end + 1]
+        parts.append(mask(text) if token.name in _LITERAL_TOKENS else text)
+    return " ".join(parts)
 
 
 def render_for_people(stmt: ast.RawStmt, mask: Callable[[str], str]) -> str | None:

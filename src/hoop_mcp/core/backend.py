@@ -55,8 +55,11 @@ class Backend(Protocol):
         """Parse and classify. Raises ``InvalidInput`` for bad input. Never executes anything."""
         ...
 
-    def render(self, planned: PlannedCall, *, mask: Callable[[str], str]) -> str | None:
-        """What people are shown of the call (prompts, records): faithful, with only values masked.
+    def render(
+        self, planned: PlannedCall, *, mask: Callable[[str], str], for_confirmation: bool
+    ) -> str | None:
+        """What people are shown of the call (records; with ``for_confirmation``, the prompt):
+        faithful, with only values masked.
 
         ``None`` when the call has nothing to render (the arguments are shown instead) or the
         backend cannot render it faithfully.

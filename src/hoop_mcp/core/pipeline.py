@@ -207,7 +207,7 @@ class Pipeline:
         backend = self.backends[prepared.connection]
         planned = await backend.plan(tool=prepared.tool, arguments=arguments)
         prepared.planned = planned
-        display = backend.render(planned, mask=self.safe_text)
+        display = backend.render(planned, mask=self.safe_text, for_confirmation=False)
         prepared.plan_masked = self._shown_plan(planned.plan, display)
         if planned.refusal is not None:
             prepared.decision = planned.refusal
@@ -220,6 +220,8 @@ class Pipeline:
         )
         prepared.decision = evaluate(self.policy, facts)
         if prepared.decision.verdict is Verdict.CONFIRM:
+            # The user sees (and the record keeps) the clearest faithful rendering there is.
+            display = backend.render(planned, mask=self.safe_text, for_confirmation=True)
             if planned.plan.statement is not None and display is None:
                 prepared.decision = Decision(
                     verdict=Verdict.DENY,
