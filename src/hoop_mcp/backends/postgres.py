@@ -166,7 +166,6 @@ class PostgresBackend:
             },
             configure=self._configure,
             reset=self._reset,
-            check=ConnectionPool.check_connection,
             name=f"hoop-{self.name}",
         )
 
@@ -576,32 +575,41 @@ class _Txn:
         self._cm: Any = None
 
     def __enter__(self) -> psycopg.Connection[Any]:
-        b = self._backend
-        s = b.settings
-        self._cm = b._pool.connection()
-        conn: psycopg.Connection[Any] = self._cm.__enter__()
-        try:
-            guards = sql.SQL(
-                "BEGIN {mode}; SET LOCAL statement_timeout = {st}; SET LOCAL lock_timeout = {lt};"
-                " SET LOCAL idle_in_transaction_session_timeout = {it}; SET LOCAL search_path = {sp}"
-            ).format(
-                mode=sql.SQL("READ ONLY" if self._read_only else "READ WRITE"),
-                st=sql.Literal(s.statement_timeout_ms),
-                lt=sql.Literal(s.lock_timeout_ms),
-                it=sql.Literal(s.idle_in_transaction_timeout_ms),
-                sp=sql.Identifier(s.schema_name),
-            )
-            if self._read_only and self._read_role and s.read_role:
-                guards = sql.SQL("{}; SET LOCAL ROLE {}").format(guards, sql.Identifier(s.read_role))
-            if self._extra is not None:
-                guards = sql.SQL("{}; {}").format(guards, self._extra)
-            cur = conn.execute(guards)
-            if self._extra is not None:
-                self.extra_rows = _last_rows(cur)
-        except BaseException:
-            self._cm.__exit__(None, None, None)
-            raise
-        return conn
+        s = self._backend.settings
+        guards = sql.SQL(
+            "BEGIN {mode}; SET LOCAL statement_timeout = {st}; SET LOCAL lock_timeout = {lt};"
+            " SET LOCAL idle_in_transaction_session_timeout = {it}; SET LOCAL search_path = {sp}"
+        ).format(
+            mode=sql.SQL("READ ONLY" if self._read_only else "READ WRITE"),
+            st=sql.Literal(s.statement_timeout_ms),
+            lt=sql.Literal(s.lock_timeout_ms),
+            it=sql.Literal(s.idle_in_transaction_timeout_ms),
+            sp=sql.Identifier(s.schema_name),
+        )
+        if self._read_only and self._read_role and s.read_role:
+            guards = sql.SQL("{}; SET LOCAL ROLE {}").format(guards, sql.Identifier(s.read_role))
+        if self._extra is not None:
+            guards = sql.SQL("{}; {}").format(guards, self._extra)
+        # The guards are the first thing sent on a pooled connection, so they double as its health
+        # check: a connection that died while idle (the database restarted) fails here, before
+        # anything of the call has run, and the call moves to a fresh connection once.
+        for attempt in (1, 2):
+            self._cm = self._backend._pool.connection()
+            conn: psycopg.Connection[Any] = self._cm.__enter__()
+            try:
+                cur = conn.execute(guards)
+                if self._extra is not None:
+                    self.extra_rows = _last_rows(cur)
+                return conn
+            except psycopg.OperationalError:
+                dead = conn.broken or conn.closed
+                self._cm.__exit__(None, None, None)
+                if attempt == 2 or not dead:
+                    raise
+            except BaseException:
+                self._cm.__exit__(None, None, None)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         # On return, the pool rolls back any transaction still open and runs ``_reset``.
