@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from hoop_mcp.core.errors import HoopError
-from hoop_mcp.demo_data import seed_statements
+from hoop_mcp.demo_data import seed_shop
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 
 APP_ROLE = "hoop_app"
@@ -88,23 +88,7 @@ def prepare_workdir(workdir: Path) -> tuple[EmbeddedPostgres, Path]:
             )
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
             with psycopg.connect(pg.conninfo(dbname=DB), autocommit=True) as shop:
-                for stmt, params in seed_statements():
-                    shop.execute(stmt.encode() if params is None else stmt, params)
-                shop.execute(
-                    sql.SQL(
-                        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}"
-                    ).format(sql.Identifier(APP_ROLE))
-                )
-                shop.execute(
-                    sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(
-                        sql.Identifier(APP_ROLE)
-                    )
-                )
-                shop.execute(
-                    sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
-                        sql.Identifier(READ_ROLE)
-                    )
-                )
+                seed_shop(shop, app_role=APP_ROLE, read_role=READ_ROLE)
     dsn_file = secret_dir / "shop-dsn"
     dsn_file.write_text(pg.conninfo(dbname=DB, user=APP_ROLE, password=app_pw))
     dsn_file.chmod(0o600)

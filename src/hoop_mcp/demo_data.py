@@ -6,6 +6,11 @@ the networks' published test numbers, API keys are obviously fake but shaped lik
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
 SCHEMA_SQL = """
 CREATE TABLE customers (
     id          integer PRIMARY KEY,
@@ -124,6 +129,21 @@ def seed_statements() -> list[tuple[str, tuple[object, ...] | None]]:
     ]
     stmts.append(("ANALYZE", None))
     return stmts
+
+
+def seed_shop(conn: psycopg.Connection[Any], *, app_role: str, read_role: str | None = None) -> None:
+    """Create and fill the ``shop`` schema on ``conn`` (autocommit) and grant what the roles need:
+    the application role reads and writes rows, the optional read role only reads."""
+    for stmt, params in seed_statements():
+        conn.execute(stmt.encode() if params is None else stmt, params)
+    grants = [
+        ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}", app_role),
+        ("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}", app_role),
+    ]
+    if read_role is not None:
+        grants.append(("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}", read_role))
+    for template, role in grants:
+        conn.execute(sql.SQL(template).format(sql.Identifier(role)))
 
 
 #: Values that must never leave the server unmasked (used by tests and the demo's narration).

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from hoop_mcp.demo_data import seed_statements
+from hoop_mcp.demo_data import seed_shop
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 
 APP_ROLE = "hoop_app"
@@ -86,18 +86,7 @@ def prepare_template(cluster: EmbeddedPostgres, app_password: str) -> None:
         )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
     with psycopg.connect(cluster.conninfo(dbname=TEMPLATE_DB), autocommit=True) as conn:
-        for stmt, params in seed_statements():
-            conn.execute(stmt.encode() if params is None else stmt, params)  # type: ignore[arg-type]
-        conn.execute(
-            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(
-                sql.Identifier(APP_ROLE)
-            )
-        )
-        conn.execute(
-            sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(
-                sql.Identifier(APP_ROLE)
-            )
-        )
+        seed_shop(conn, app_role=APP_ROLE)
 
 
 def new_shop_db(cluster: EmbeddedPostgres, app_password: str) -> ShopDb:
