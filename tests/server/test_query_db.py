@@ -253,3 +253,28 @@ async def test_an_accepted_answer_cannot_be_replayed_to_run_the_write_again(
         records = await runtime.audit.records()
     assert shop.admin_query("SELECT total_cents FROM orders WHERE id = 102") == [(5500,)]
     assert any("replayed" in (r.event.decision.reason if r.event.decision else "") for r in records)
+
+
+async def test_a_prompt_the_user_never_answers_is_recorded_on_the_2026_protocol(
+    shop: ShopDb, tmp_path: Path
+) -> None:
+    setup = write_config(tmp_path, shop)
+    args = {"connection": "shop", "sql": "UPDATE orders SET status = 'x' WHERE id = 102"}
+    async with (
+        hoop_server(setup) as (hoop, runtime),
+        Client(hoop.mcp, elicitation_callback=accept([])) as client,
+    ):
+        first = await client.session.call_tool("query_db", args, allow_input_required=True)
+        assert isinstance(first, mt.InputRequiredResult)
+        records = await runtime.audit.records()
+    assert [r.event.kind for r in records] == ["intent", "outcome"]
+    outcome = records[1].event.outcome
+    assert outcome is not None
+    assert outcome.status == "asked"
+    assert records[0].event.confirmation is not None
+    assert records[0].event.confirmation.action == "asked"
+    plan = records[0].event.plan
+    assert plan is not None
+    assert plan.statement is not None
+    assert "WHERE id = 102" in plan.statement
+    assert shop.admin_query("SELECT status FROM orders WHERE id = 102") == [("pending",)]

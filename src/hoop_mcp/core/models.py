@@ -103,6 +103,9 @@ class OutcomeStatus(StrEnum):
     INVALID = "invalid"
     ERROR = "error"
     WITHHELD = "withheld"
+    #: A confirmation prompt was sent to the client (2026-07-28 protocol); its answer, if any,
+    #: comes back as a new call with its own records.
+    ASKED = "asked"
 
 
 class Outcome(FrozenModel):

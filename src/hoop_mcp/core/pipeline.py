@@ -431,6 +431,21 @@ class Pipeline:
         with anyio.CancelScope(shield=True):
             await self.audit.append(event)
 
+    async def record_prompt(self, prepared: Prepared) -> None:
+        """Record that a confirmation prompt was sent and the call now waits for the client.
+
+        On the 2026-07-28 protocol the question travels in a result of its own, and the answer in a
+        new request: without this record, a prompt the user never answers would leave no trace.
+        """
+        asked = Confirmation(accepted=False, action="asked")
+        await self._record(prepared, "intent", confirmation=asked, outcome=None)
+        outcome = Outcome(
+            status=OutcomeStatus.ASKED,
+            rule_id=prepared.decision.rule_id,
+            reason="confirmation prompt sent; nothing executed yet",
+        )
+        await self._record(prepared, "outcome", confirmation=asked, outcome=outcome)
+
     async def record_rejected_request(
         self, *, tool: str, arguments: Mapping[str, JsonValue], session_id: str, reason: str
     ) -> str:

@@ -16,7 +16,7 @@ from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation
 from mcp.shared.exceptions import MCPError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp_types import INVALID_PARAMS, InputRequiredResult
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
@@ -28,10 +28,14 @@ from hoop_mcp.core.policy import CallFacts, evaluate
 
 log = logging.getLogger(__name__)
 
+_AUDIT_DOWN = (
+    "The audit log cannot be written, so this call cannot go on (fail closed); an operator must fix it."
+)
+
 #: How long a used answer is remembered: longer than the SDK keeps sealed request state valid (600 s).
 _ANSWER_MEMORY_S = 900.0
 
-_call_state: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
+_call_state: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "hoop_call_state", default=None
 )
 _call_problem: contextvars.ContextVar[str | None] = contextvars.ContextVar("hoop_call_problem", default=None)
@@ -194,7 +198,7 @@ class HoopServer:
     async def _record_unhandled(self, ctx: Any, call_next: Any) -> Any:
         if getattr(ctx, "method", None) != "tools/call":
             return await call_next(ctx)
-        state = {"recorded": False}
+        state: dict[str, Any] = {"recorded": False}
         token = _call_state.set(state)
         # Checked here (the SDK ignores undeclared arguments), refused by the tool body (_prepare),
         # so the SDK shapes the error result and this middleware records it like any rejection.
@@ -208,7 +212,15 @@ class HoopServer:
         finally:
             _call_problem.reset(problem)
             _call_state.reset(token)
-        if not state["recorded"] and not _asks_for_input(result):
+        if not state["recorded"] and _asks_for_input(result):
+            asking = state.get("asking")
+            if isinstance(asking, Prepared):
+                try:
+                    await self.pipeline.record_prompt(asking)
+                except AuditWriteError:
+                    log.exception("call %s: cannot record the confirmation prompt", asking.call_id)
+                    return CallToolResult(content=[TextContent(type="text", text=_AUDIT_DOWN)], is_error=True)
+        elif not state["recorded"]:
             text = _result_text(result)
             await self._record_rejected(ctx, text or "request rejected before the tool ran")
             result = self._mask_result(result)
@@ -315,6 +327,9 @@ class HoopServer:
                 return _NoQuestion(elicitation_supported=True)
             if not _client_can_elicit(ctx):
                 return _NoQuestion(elicitation_supported=False)
+            state = _call_state.get()
+            if state is not None:
+                state["asking"] = prepared  # recorded if this round ends by asking (2026-07-28)
             return Elicit(confirmation_prompt(prepared), ConfirmForm)
 
         async def query_db(
