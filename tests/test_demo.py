@@ -40,11 +40,14 @@ def test_the_demo_narrates_the_whole_pipeline_and_exits_zero_twice_on_one_workdi
         assert "Denied by rule 'deny-unbounded-writes'" in out
         assert "OK: " in out
         assert "records verified" in out
-        assert "UNSAFE static principal" in out  # the replay marks the demo's static identity
+        assert "local OIDC issuer" in out
+        assert "UNSAFE" not in out  # a verified OIDC principal, not a static one
+        assert "demo-agent@example.com" in out  # the replay names who made each call
         for value in SENSITIVE_VALUES:
             assert value not in out, value
     assert (workdir / "hoop-mcp.yaml").exists()
     assert oct((workdir / "secrets" / "shop-dsn").stat().st_mode & 0o777) == "0o600"
+    assert oct((workdir / "secrets" / "agent-token").stat().st_mode & 0o777) == "0o600"
     assert oct((workdir / "audit.db").stat().st_mode & 0o777) == "0o600"
 
 

@@ -22,8 +22,10 @@ from psycopg import sql
 
 from hoop_mcp.core.errors import HoopError
 from hoop_mcp.demo_data import seed_shop
+from hoop_mcp.demo_issuer import DEMO_AUDIENCE, DemoIssuer
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 
+AGENT = "demo-agent@example.com"
 APP_ROLE = "hoop_app"
 READ_ROLE = "hoop_reader"
 DB = "shop"
@@ -61,8 +63,9 @@ def _secret_file(path: Path) -> str:
     return value
 
 
-def prepare_workdir(workdir: Path) -> tuple[EmbeddedPostgres, Path]:
-    """Start the embedded database (seeding it the first time) and write config + policy."""
+def prepare_workdir(workdir: Path, issuer: DemoIssuer) -> tuple[EmbeddedPostgres, Path]:
+    """Start the embedded database (seeding it the first time), mint the agent's token, and write
+    config + policy."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     secret_dir = workdir / "secrets"
@@ -95,6 +98,9 @@ def prepare_workdir(workdir: Path) -> tuple[EmbeddedPostgres, Path]:
     preset = resources.files("hoop_mcp").joinpath("policies/writes-need-confirmation.yaml").read_text()
     (workdir / "policy.yaml").write_text(preset)
     (workdir / "masking.yaml").write_text(MASKING_YAML)
+    token_file = secret_dir / "agent-token"
+    token_file.write_text(issuer.mint(subject=AGENT, groups=["engineers"], name="Demo coding agent"))
+    token_file.chmod(0o600)
     hash_key = secret_dir / "masking-hash-key"
     _secret_file(hash_key)
     config = workdir / "hoop-mcp.yaml"
@@ -105,11 +111,12 @@ def prepare_workdir(workdir: Path) -> tuple[EmbeddedPostgres, Path]:
             version: 1
             name: hoop-mcp-demo
             identity:
-              # The demo runs without an identity provider. A static principal is UNSAFE: every
-              # audit record marks it. Production configs use `oidc` + `token` (docs/configuration.md).
-              unsafe_static_principal:
-                subject: demo-agent@example.com
-                groups: [engineers]
+              # The demo's own OIDC issuer (127.0.0.1, alive while `hoop-mcp demo` runs). The agent's
+              # token is re-read and verified against the issuer's keys on every call.
+              oidc:
+                issuer: {issuer.url}
+                audience: {DEMO_AUDIENCE}
+              token: {{file: secrets/agent-token}}
             policy_files: [policy.yaml, masking.yaml]
             audit:
               sqlite_path: audit.db
@@ -233,8 +240,10 @@ async def _agent_session(config: Path) -> None:
 def run_demo(*, workdir: Path | None, serve: bool) -> int:
     workdir = (workdir or Path.cwd() / "hoop-mcp-demo").resolve()
     _say(f"hoop-mcp demo — work directory {workdir}")
-    _say("Starting an embedded PostgreSQL 16 (from the pgserver wheel) with a sample shop database …")
-    pg, config = prepare_workdir(workdir)
+    _say("Starting an embedded PostgreSQL 16 (from the pgserver wheel) with a sample shop database,")
+    issuer = DemoIssuer().start()
+    _say(f"and a local OIDC issuer at {issuer.url} that signs the agent's identity token ({AGENT}) …")
+    pg, config = prepare_workdir(workdir, issuer)
     try:
         _say(f"Config: {config}")
         if serve:
@@ -255,6 +264,7 @@ def run_demo(*, workdir: Path | None, serve: bool) -> int:
         return 0
     finally:
         pg.stop()
+        issuer.stop()
 
 
 def _serve_instructions(config: Path) -> int:
@@ -277,7 +287,9 @@ def _serve_instructions(config: Path) -> int:
     _say("CI job (any MCP client over stdio; see examples/ci-workflow.yaml):")
     _say(f"  {quoted}")
     _say()
-    _say("Press Ctrl+C to stop the database.")
+    _say("The agent's token (secrets/agent-token) is valid for 12 hours and is signed by the demo's")
+    _say("issuer, which runs inside this process: keep it running while agents are connected.")
+    _say("Press Ctrl+C to stop the database and the issuer.")
     try:
         import time
 

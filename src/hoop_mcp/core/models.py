@@ -32,7 +32,9 @@ class Principal(FrozenModel):
 
     @property
     def label(self) -> str:
-        base = self.email or self.name or self.subject
+        base = self.email or self.subject
+        if self.name and self.name != base:
+            base = f"{self.name} <{base}>"
         return f"{base} (UNSAFE static principal)" if self.unsafe_static else base
 
 
