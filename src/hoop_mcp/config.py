@@ -5,7 +5,6 @@ Only the CLI reads files and the environment; the rest of the program receives t
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -218,7 +217,3 @@ def load_config(path: Path) -> ServerConfig:
 
 def resolve_relative(path: Path, *, config_path: Path) -> Path:
     return path if path.is_absolute() else (config_path.parent / path)
-
-
-def environ() -> Mapping[str, str]:
-    return os.environ
