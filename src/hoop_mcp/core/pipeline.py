@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -133,18 +133,11 @@ class Pipeline:
         masked, _ = self.masker.mask_text(self.scrub_text(text))
         return masked
 
-    def _safe_json(self, value: JsonValue) -> JsonValue:
-        if isinstance(value, str):
-            return self.safe_text(value)
-        if isinstance(value, list):
-            return [self._safe_json(v) for v in value]
-        if isinstance(value, dict):
-            return {self.safe_text(str(k)): self._safe_json(v) for k, v in value.items()}
-        return value
-
     def _mask_arguments(self, arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+        """Arguments as an audit record may hold them: bounded, valid Unicode, secrets scrubbed,
+        then every string (keys too) through the detectors."""
         try:
-            masked = self._safe_json(_recordable(dict(arguments)))
+            masked, _ = self.masker.mask_json(_recordable(dict(arguments), self.scrub_text))
         except MaskingError:
             return {"withheld": "masking failed; arguments not recorded"}
         return masked if isinstance(masked, dict) else {}
@@ -508,23 +501,30 @@ def _recordable_text(text: str) -> str:
     return text
 
 
-def _recordable(value: JsonValue) -> JsonValue:
+#: Deepest argument nesting kept in an audit record (deeper parts are replaced by a marker).
+MAX_RECORDED_DEPTH = 32
+
+
+def _recordable(value: JsonValue, scrub: Callable[[str], str], depth: int = 0) -> JsonValue:
+    if depth > MAX_RECORDED_DEPTH:
+        return "[nested too deeply; not recorded]"
     if isinstance(value, str):
-        return _recordable_text(value)
+        return scrub(_recordable_text(value))
     if isinstance(value, list):
-        return [_recordable(v) for v in value]
+        return [_recordable(v, scrub, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {_recordable_text(str(k)): _recordable(v) for k, v in value.items()}
+        return {scrub(_recordable_text(str(k))): _recordable(v, scrub, depth + 1) for k, v in value.items()}
     return value
 
 
 def _safe_digest(arguments: Mapping[str, JsonValue]) -> str:
+    """Digest of the raw arguments; for ones that have no canonical form (too deep, not valid
+    Unicode) a digest of their bounded recordable form, marked as such."""
     try:
         return digest(dict(arguments))
-    except (TypeError, ValueError):
-        return (
-            "sha256:" + hashlib.sha256(repr(sorted(arguments.items())).encode("utf-8", "replace")).hexdigest()
-        )
+    except (TypeError, ValueError, RecursionError):
+        bounded = _recordable(dict(arguments), lambda text: text)
+        return "sha256-bounded:" + hashlib.sha256(canonical_json(bounded)).hexdigest()
 
 
 def _error_decision(exc: HoopError) -> Decision:
