@@ -138,9 +138,6 @@ class TableDescription(BaseModel):
 class _NoQuestion:
     """Resolver result when there is nothing to ask (not a confirm verdict, or no elicitation)."""
 
-    def __init__(self, *, elicitation_supported: bool) -> None:
-        self.elicitation_supported = elicitation_supported
-
 
 def _client_can_elicit(ctx: Context[Any, Any]) -> bool:
     caps = ctx.client_capabilities
@@ -167,6 +164,7 @@ class HoopServer:
         self.mcp.middleware.insert(0, self._single_use_answers)
         self.mcp.middleware.append(self._record_unhandled)
         self._answers_used: dict[str, float] = {}
+        self._declared_arguments: dict[str, frozenset[str]] | None = None
         self._register()
 
     # -- middleware: an answer to a confirmation is used once -------------------------------------
@@ -233,10 +231,14 @@ class HoopServer:
         if not isinstance(params, Mapping) or not isinstance(params.get("arguments"), Mapping):
             return None
         name = params.get("name")
-        tool = next((t for t in await self.mcp.list_tools() if t.name == name), None)
-        if tool is None:
+        if self._declared_arguments is None:  # the tools are fixed once registered: list them once
+            self._declared_arguments = {
+                t.name: frozenset((t.input_schema or {}).get("properties", {}))
+                for t in await self.mcp.list_tools()
+            }
+        known = self._declared_arguments.get(str(name))
+        if known is None:
             return None
-        known = set((tool.input_schema or {}).get("properties", {}))
         extra = sorted(str(k) for k in params["arguments"] if k not in known)
         if not extra:
             return None
@@ -324,9 +326,9 @@ class HoopServer:
             prepared: Annotated[Prepared, Resolve(prepare_query)], ctx: Context[Any, Any]
         ) -> _NoQuestion | Elicit[ConfirmForm]:
             if prepared.error is not None or prepared.decision.verdict is not Verdict.CONFIRM:
-                return _NoQuestion(elicitation_supported=True)
+                return _NoQuestion()
             if not _client_can_elicit(ctx):
-                return _NoQuestion(elicitation_supported=False)
+                return _NoQuestion()
             state = _call_state.get()
             if state is not None:
                 state["asking"] = prepared  # recorded if this round ends by asking (2026-07-28)
