@@ -164,6 +164,90 @@ class MaskingKeys(FrozenModel):
     hash_key: SecretRef | None = None
 
 
+def _http_url(value: str, *, what: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s#]*)?", value):
+        raise ValueError(f"{what} must be an http(s) URL without credentials, got {value!r}")
+    return value
+
+
+class WebhookConfig(FrozenModel):
+    """A destination told about each new pending approval (retried; failures recorded)."""
+
+    url: str
+    #: ``json`` (generic, the approval as JSON) or ``slack`` (an incoming-webhook message).
+    format: Literal["json", "slack"] = "json"
+    #: Signs the body: header ``X-Hoop-Signature: sha256=<hex HMAC of the body>``.
+    secret: SecretRef | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value, what="webhook url")
+
+
+class ApprovalWebConfig(FrozenModel):
+    """The approval page (``hoop-mcp approvals web``): approvers log in with OIDC (code + PKCE)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=8765, ge=0, le=65535)
+    #: Where approvers reach the page (links in results and notifications); default from listen.
+    public_url: str | None = None
+    #: The OIDC client registered for the page at the issuer (``approvals.oidc`` / ``identity.oidc``).
+    client_id: str = Field(min_length=1)
+    #: For confidential clients; PKCE is always used.
+    client_secret: SecretRef | None = None
+    #: Signs session cookies; random per process when absent (sessions end on restart).
+    session_key: SecretRef | None = None
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 24 * 3600)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value.rstrip("/"), what="public_url")
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.listen_host}:{self.listen_port}"
+
+
+class AgentPatterns(FrozenModel):
+    #: Glob patterns of subjects that are agents (never approvers).
+    subjects: tuple[str, ...] = ()
+    #: Glob patterns of groups whose members are agents (never approvers).
+    groups: tuple[str, ...] = ()
+
+
+class ApprovalsConfig(FrozenModel):
+    """Four-eyes approvals (see docs/approvals.md). Required when a policy rule says ``review``."""
+
+    #: Which principals are agents: they can never approve. Unsafe static principals never can.
+    agents: AgentPatterns
+    #: How approvers' own tokens are verified (CLI, approver MCP clients, the page's login).
+    #: Default: ``identity.oidc``.
+    oidc: OidcIdentity | None = None
+    #: Base URL shown to agents and in notifications (default: ``web.public_url``).
+    page_url: str | None = None
+    web: ApprovalWebConfig | None = None
+    webhooks: tuple[WebhookConfig, ...] = ()
+    #: Key that signs and verifies grants (``hoop-mcp grants issue``). Without it grants are off.
+    grant_key: SecretRef | None = None
+    #: Grants this server accepts (one or more grant tokens, whitespace-separated), e.g. from CI.
+    grants: SecretRef | None = None
+    #: Tolerated difference between the clocks of hosts deciding on the same approval.
+    clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+
+    @field_validator("page_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value.rstrip("/"), what="page_url")
+
+    @property
+    def link_base(self) -> str | None:
+        return self.page_url or (self.web.base_url if self.web else None)
+
+
 class ServerConfig(FrozenModel):
     version: Literal[1]
     name: str = "hoop-mcp"
@@ -171,7 +255,14 @@ class ServerConfig(FrozenModel):
     policy_files: tuple[Path, ...] = Field(min_length=1)
     audit: AuditConfig = AuditConfig()
     masking: MaskingKeys = MaskingKeys()
+    approvals: ApprovalsConfig | None = None
     connections: dict[str, Connection] = Field(min_length=1)
+
+    def approver_oidc(self) -> OidcIdentity | None:
+        """How approvers' tokens are verified: ``approvals.oidc``, else ``identity.oidc``."""
+        if self.approvals is not None and self.approvals.oidc is not None:
+            return self.approvals.oidc
+        return self.identity.oidc
 
     @field_validator("connections")
     @classmethod
@@ -180,6 +271,9 @@ class ServerConfig(FrozenModel):
             if not _CONN_NAME.match(name):
                 raise ValueError(f"connection name {name!r} must match {_CONN_NAME.pattern}")
         return value
+
+
+_SECRET_KEYS = ("dsn", "token", "hash_key", "secret", "client_secret", "session_key", "grant_key", "grants")
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -199,7 +293,7 @@ def format_validation_error(exc: ValidationError, *, source: str) -> str:
         if len(loc) > 2 and loc[0] == "connections" and loc[2] in _CONNECTION_KINDS:
             loc = loc[:2] + loc[3:]  # drop the discriminator tag pydantic inserts
         msg = err["msg"]
-        if err["type"] == "model_type" and loc and loc[-1] in ("dsn", "token", "hash_key"):
+        if err["type"] == "model_type" and loc and loc[-1] in _SECRET_KEYS:
             msg += " (secrets are references: {env: VAR_NAME} or {file: path/to/file}, never literal values)"
         lines.append(f"  {_key_path(loc)}: {msg}")
     return "\n".join(lines)

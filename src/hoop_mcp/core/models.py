@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 
 class FrozenModel(BaseModel):
@@ -40,12 +40,20 @@ class Principal(FrozenModel):
 
 class Verdict(StrEnum):
     ALLOW = "allow"
+    #: The user running the client confirms (form elicitation): not four-eyes approval.
     CONFIRM = "confirm"
+    #: A different, authenticated human approves through a channel the agent cannot answer.
+    REVIEW = "review"
     DENY = "deny"
 
 
 #: Precedence: a larger number wins when several rules match.
-VERDICT_PRECEDENCE: dict[Verdict, int] = {Verdict.ALLOW: 0, Verdict.CONFIRM: 1, Verdict.DENY: 2}
+VERDICT_PRECEDENCE: dict[Verdict, int] = {
+    Verdict.ALLOW: 0,
+    Verdict.CONFIRM: 1,
+    Verdict.REVIEW: 2,
+    Verdict.DENY: 3,
+}
 
 
 class Plan(FrozenModel):
@@ -77,6 +85,42 @@ class Plan(FrozenModel):
         return tuple(sorted(set(self.relations_read) | set(self.relations_written)))
 
 
+class ReviewSettings(FrozenModel):
+    """Who may approve a call held for review, how many of them, and for how long (a policy rule's
+    ``review`` block)."""
+
+    approver_groups: tuple[str, ...] = Field(
+        default=(),
+        description="Glob patterns: an approver must have a group matching one of them (or match "
+        "approver_subjects).",
+    )
+    approver_subjects: tuple[str, ...] = Field(
+        default=(), description="Glob patterns of approver subjects (in addition to approver_groups)."
+    )
+    quorum: int = Field(default=1, ge=1, le=10, description="Distinct humans who must approve.")
+    ttl_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="How long the request may wait for approval, and how long an approval may wait "
+        "to be used.",
+    )
+    require_reason: bool = Field(default=True, description="Approvers must give a reason.")
+    estimate_tolerance: float = Field(
+        default=0.5,
+        ge=0,
+        le=100,
+        description="At execution the plan is recomputed; the call is refused when the backend's "
+        "row estimate grew by more than this fraction (0.5 = 50%) plus 10 rows.",
+    )
+
+    @model_validator(mode="after")
+    def _someone_can_approve(self) -> ReviewSettings:
+        if not self.approver_groups and not self.approver_subjects:
+            raise ValueError("give approver_groups or approver_subjects: otherwise nobody can approve")
+        return self
+
+
 class Decision(FrozenModel):
     """Policy's answer, always naming the deciding rule."""
 
@@ -85,6 +129,8 @@ class Decision(FrozenModel):
     reason: str
     #: Every rule that matched, in file order (for ``policy explain`` and the audit record).
     matched: tuple[str, ...] = ()
+    #: For ``review``: who may approve (copied from the deciding rule).
+    review: ReviewSettings | None = None
 
 
 class Confirmation(FrozenModel):
@@ -108,6 +154,8 @@ class OutcomeStatus(StrEnum):
     #: A confirmation prompt was sent to the client (2026-07-28 protocol); its answer, if any,
     #: comes back as a new call with its own records.
     ASKED = "asked"
+    #: The call waits for four-eyes approval; nothing executed yet.
+    PENDING = "pending"
 
 
 class Outcome(FrozenModel):
@@ -123,10 +171,36 @@ class Outcome(FrozenModel):
     result_digest: str | None = None
 
 
+class ApprovalEvidence(FrozenModel):
+    """One step of a four-eyes approval, as the audit log keeps it: who, what, under which rule."""
+
+    approval_id: str
+    #: ``requested``, ``notified``, ``notify_failed``, ``voted``, ``vote_refused``, ``approved``,
+    #: ``denied``, ``expired``, ``executed``, ``refused`` (plan changed) or ``grant_used``.
+    event: str
+    #: The approval's state after this step.
+    state: str
+    requester: Principal | None = None
+    #: Who acted (the approver deciding, the requester executing); ``None`` for the server itself.
+    actor: Principal | None = None
+    #: Everyone who has approved so far (distinct humans).
+    approvers: tuple[Principal, ...] = ()
+    quorum: int | None = None
+    reason: str | None = None
+    #: ``cli``, ``web``, ``mcp``, ``grant``.
+    channel: str | None = None
+    rule_id: str | None = None
+    plan_digest: str | None = None
+    expires_at: datetime | None = None
+    #: For grants: the grant's id and its use number.
+    grant_id: str | None = None
+    grant_use: int | None = None
+
+
 class AuditEvent(FrozenModel):
     """One thing that happened, before it is chained. Never holds raw arguments or results."""
 
-    kind: Literal["intent", "outcome"]
+    kind: Literal["intent", "outcome", "approval"]
     call_id: str
     session_id: str
     time: datetime = Field(default_factory=utcnow)
@@ -139,5 +213,8 @@ class AuditEvent(FrozenModel):
     plan: Plan | None = None
     decision: Decision | None = None
     confirmation: Confirmation | None = None
+    #: Four-eyes approval evidence: a step of the approval (kind ``approval``), or on an executed
+    #: call's records, the approval or grant that admitted it.
+    approval: ApprovalEvidence | None = None
     outcome: Outcome | None = None
     duration_ms: float | None = None

@@ -2,7 +2,7 @@
 
 A policy is an ordered list of rules. A rule *matches* a call when every condition in its ``when``
 block holds and its optional ``unless`` block does not fully hold. Among the matching rules the
-verdict with the highest precedence wins (deny > confirm > allow); among rules with that verdict the
+verdict with the highest precedence wins (deny > review > confirm > allow); among rules with that verdict the
 first one in file order decides. No matching rule means deny (rule ``default-deny``).
 
 The format is public: see ``docs/policies.md`` and ``schemas/policy.schema.json``.
@@ -22,7 +22,15 @@ from pydantic import Field, StrictBool, ValidationError, field_validator, model_
 
 from hoop_mcp.core.errors import ConfigError
 from hoop_mcp.core.masking_config import BUILTIN_DETECTORS, MaskingPolicy
-from hoop_mcp.core.models import VERDICT_PRECEDENCE, Decision, FrozenModel, Plan, Principal, Verdict
+from hoop_mcp.core.models import (
+    VERDICT_PRECEDENCE,
+    Decision,
+    FrozenModel,
+    Plan,
+    Principal,
+    ReviewSettings,
+    Verdict,
+)
 from hoop_mcp.core.yamlfile import MAX_YAML_BYTES, load_yaml_text, read_text_file
 
 #: Effect classes a plan can carry (``Plan.effect`` is the most consequential one).
@@ -135,7 +143,10 @@ class Rule(FrozenModel):
         description="Unique id, named in every decision and audit record.",
     )
     description: str = Field(min_length=1, max_length=1000, description="What the rule is for.")
-    verdict: Verdict = Field(description="allow, confirm (ask the user) or deny.")
+    verdict: Verdict = Field(
+        description="allow, confirm (the user running the client confirms), review (a different, "
+        "authenticated human approves; see docs/approvals.md) or deny."
+    )
     reason: str | None = Field(
         default=None,
         min_length=1,
@@ -145,6 +156,10 @@ class Rule(FrozenModel):
     when: RuleMatch = Field(default_factory=RuleMatch, description="Conditions; omitted = every call.")
     unless: RuleMatch | None = Field(
         default=None, description="Exception: the rule does not match when every condition given here holds."
+    )
+    review: ReviewSettings | None = Field(
+        default=None,
+        description="Required with verdict 'review' (and only then): who may approve, quorum, expiry.",
     )
 
     @field_validator("id")
@@ -162,6 +177,17 @@ class Rule(FrozenModel):
                 "an empty 'unless' would disable the rule; give at least one condition or omit it"
             )
         return value
+
+    @model_validator(mode="after")
+    def _review_block(self) -> Rule:
+        if self.verdict is Verdict.REVIEW and self.review is None:
+            raise ValueError(
+                f"rule {self.id!r}: verdict 'review' needs a 'review' block naming who may approve "
+                "(approver_groups or approver_subjects)"
+            )
+        if self.verdict is not Verdict.REVIEW and self.review is not None:
+            raise ValueError(f"rule {self.id!r}: a 'review' block is only allowed with verdict 'review'")
+        return self
 
     @property
     def effective_reason(self) -> str:
@@ -502,6 +528,7 @@ def _decide(policy: Policy, facts: CallFacts, traces: Sequence[RuleTrace]) -> De
         rule_id=winner.id,
         reason=winner.effective_reason,
         matched=tuple(rule.id for rule in matched),
+        review=winner.review,
     )
 
 
@@ -512,7 +539,7 @@ def explain(policy: Policy, facts: CallFacts) -> tuple[Decision, tuple[RuleTrace
 
 
 def evaluate(policy: Policy, facts: CallFacts) -> Decision:
-    """deny > confirm > allow; among equal verdicts the first matching rule decides; no match -> deny."""
+    """deny > review > confirm > allow; among equal verdicts the first matching rule decides; no match -> deny."""
     return explain(policy, facts)[0]
 
 
