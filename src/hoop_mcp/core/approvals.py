@@ -355,8 +355,8 @@ class ApprovalStore(Protocol):
         """
         ...
 
-    async def wait(self, approval_id: str, *, timeout: float) -> None:
-        """Return when this approval may have changed, or after ``timeout`` seconds."""
+    async def wait(self, approval_id: str, *, up_to_s: float) -> None:
+        """Return when this approval may have changed, or after ``up_to_s`` seconds (not an error)."""
         ...
 
     async def use_grant(self, grant_id: str, *, max_uses: int, call_id: str) -> int:
@@ -585,18 +585,18 @@ class ApprovalService:
         self,
         approval_id: str,
         *,
-        timeout: float,
+        up_to_s: float,
         progress: Callable[[Approval, float], Awaitable[None]] | None = None,
     ) -> Approval:
-        """Wait until the approval leaves ``pending`` (or ``timeout`` passes); returns it as it is."""
+        """Wait until the approval leaves ``pending`` (or ``up_to_s`` passes); returns it as it is."""
         approval = await self.get(approval_id)
-        deadline = anyio.current_time() + max(0.0, timeout)
+        deadline = anyio.current_time() + max(0.0, up_to_s)
         while approval.state is ApprovalState.PENDING:
             left = deadline - anyio.current_time()
             if left <= 0:
                 break
             until_expiry = (approval.deadline + self.skew - self.clock()).total_seconds()
-            await self.store.wait(approval_id, timeout=max(0.05, min(left, until_expiry + 0.05, 15.0)))
+            await self.store.wait(approval_id, up_to_s=max(0.05, min(left, until_expiry + 0.05, 15.0)))
             approval = await self.get(approval_id)
             if progress is not None:
                 await progress(approval, max(0.0, deadline - anyio.current_time()))
@@ -626,7 +626,7 @@ class ApprovalService:
             await self._record_refused_vote(existing, vote, exc)
             raise
         try:
-            before, after = await self.store.update(
+            _, after = await self.store.update(
                 approval_id, lambda a: apply_vote(a, vote, agents=self.agents, now=now, skew=self.skew)
             )
         except ApprovalError as exc:  # lost a race: the state changed in between
