@@ -1,4 +1,4 @@
-"""``hoop-mcp``: serve | demo | audit verify | replay | policy check | policy explain.
+"""``hoop-mcp``: serve | demo | audit verify | replay | policy check | policy explain | approvals | grants.
 
 Exit codes: 0 ok, 1 a HoopError (the message says what to fix), 2 usage.
 On ``serve``, stdout is the MCP wire: everything human goes to stderr.
@@ -9,14 +9,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from hoop_mcp import __version__
 from hoop_mcp.core.errors import HoopError
+
+if TYPE_CHECKING:
+    from hoop_mcp.config import ServerConfig
+    from hoop_mcp.core.models import Principal
+    from hoop_mcp.runtime import Approvals
+    from hoop_mcp.stores.sqlite import SqliteAuditLog
 
 log = logging.getLogger("hoop_mcp")
 
@@ -95,7 +107,103 @@ def _parser() -> argparse.ArgumentParser:
         default="public",
         help="schema unqualified names resolve to (with --policy; --config uses the connection's)",
     )
+    _approvals_parser(sub)
+    _grants_parser(sub)
     return p
+
+
+_TOKEN_HELP = "file holding YOUR OWN OIDC token (default: env HOOP_APPROVER_TOKEN); never the agent's token"  # noqa: S105 - help text
+
+
+def _approver_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True, help="server configuration (version: 1)")
+    p.add_argument("--token-file", type=Path, default=None, metavar="PATH", help=_TOKEN_HELP)
+
+
+def _approvals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ap = sub.add_parser(
+        "approvals",
+        help="four-eyes approvals: list, show, approve, deny, web page",
+        description="Decide on calls held for four-eyes approval. You authenticate with your own OIDC "
+        "token (--token-file PATH or env HOOP_APPROVER_TOKEN); you can never approve your own call, and "
+        "agent principals can never approve.",
+    )
+    asub = ap.add_subparsers(dest="approvals_command", required=True, metavar="SUBCOMMAND")
+    ls = asub.add_parser(
+        "list",
+        help="list pending approvals you may decide",
+        description="List pending approvals you may decide (with --all: recent approvals in any state).",
+    )
+    _approver_options(ls)
+    ls.add_argument("--all", action="store_true", help="recent approvals in any state")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    sh = asub.add_parser("show", help="show one approval in full", description="Show one approval in full.")
+    sh.add_argument("approval_id", metavar="ID")
+    _approver_options(sh)
+    for verb in ("approve", "deny"):
+        v = asub.add_parser(
+            verb, help=f"{verb} a pending approval", description=f"{verb.capitalize()} a pending approval."
+        )
+        v.add_argument("approval_id", metavar="ID")
+        _approver_options(v)
+        v.add_argument("--reason", default=None, help="why (recorded in the audit log)")
+    w = asub.add_parser(
+        "web",
+        help="serve the approval web page",
+        description="Serve the approval page (approvers log in with OIDC); see approvals.web.",
+    )
+    w.add_argument("--config", type=Path, required=True, help="server configuration (version: 1)")
+
+
+def _grants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gp = sub.add_parser(
+        "grants",
+        help="signed, expiring pre-authorizations for headless CI",
+        description="Issue, revoke and inspect grants: one approver's approval given in advance for "
+        "calls matching the grant (see docs/approvals.md).",
+    )
+    gsub = gp.add_subparsers(dest="grants_command", required=True, metavar="SUBCOMMAND")
+    i = gsub.add_parser(
+        "issue",
+        help="issue a grant (prints only the token on stdout)",
+        description="Sign a grant with approvals.grant_key. Only the token goes to stdout, so "
+        "GRANT=$(hoop-mcp grants issue ...) works; the summary goes to stderr.",
+    )
+    _approver_options(i)
+    i.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        metavar="SUBJECT_PATTERN",
+        help="glob pattern of the subjects that may use it (repeatable)",
+    )
+    i.add_argument("--tool", required=True, help="tool name, e.g. query_db")
+    i.add_argument("--connection", required=True, help="connection name")
+    i.add_argument("--effect", action="append", default=None, help="allowed effect (repeatable)")
+    i.add_argument(
+        "--relation",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="every relation the call touches must match one of these (repeatable)",
+    )
+    i.add_argument("--plan-digest", default=None, help="exactly this plan (sha256:...)")
+    i.add_argument("--uses", type=int, default=1, help="how many calls it admits (default 1, at most 1000)")
+    i.add_argument("--ttl", default="1h", help="how long it is valid: 30m, 1h, 2d, 3600 (default 1h, max 7d)")
+    i.add_argument("--reason", default=None, help="why (recorded, and carried in the grant)")
+    r = gsub.add_parser(
+        "revoke", help="revoke a grant", description="Revoke a grant: it admits no further call."
+    )
+    r.add_argument("grant_id", metavar="GRANT_ID")
+    _approver_options(r)
+    r.add_argument("--reason", default=None, help="why (recorded in the audit log)")
+    n = gsub.add_parser(
+        "inspect",
+        help="verify a grant read from stdin and print its payload",
+        description="Read a grant token from stdin, verify it with approvals.grant_key and print its "
+        "payload. Exit 0 when it is valid now, 1 otherwise.",
+    )
+    n.add_argument("--config", type=Path, required=True, help="server configuration (version: 1)")
 
 
 def _audit_source(p: argparse.ArgumentParser) -> None:
@@ -239,6 +347,447 @@ def _policy_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- approvals and grants
+
+#: Where an approver's own token comes from when --token-file is not given.
+APPROVER_TOKEN_ENV = "HOOP_APPROVER_TOKEN"  # noqa: S105 - the variable's name
+_MAX_TOKEN_FILE = 64 * 1024
+
+
+def _approver_token(token_file: Path | None) -> str:
+    """The approver's own OIDC token: --token-file, else env HOOP_APPROVER_TOKEN. Never an argument."""
+    from hoop_mcp.core.errors import AuthenticationError
+
+    if token_file is not None:
+        try:
+            data = token_file.read_bytes()[: _MAX_TOKEN_FILE + 1]
+        except OSError as exc:
+            raise AuthenticationError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+        if len(data) > _MAX_TOKEN_FILE:
+            raise AuthenticationError(f"the token file {token_file} is larger than 64 KiB")
+        try:
+            token = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise AuthenticationError(f"the token file {token_file} is not UTF-8") from None
+        if not token:
+            raise AuthenticationError(f"the token file {token_file} is empty")
+        return token
+    token = os.environ.get(APPROVER_TOKEN_ENV, "").strip()
+    if not token:
+        raise AuthenticationError(
+            "no approver token: pass --token-file PATH or set HOOP_APPROVER_TOKEN to YOUR OWN OIDC token",
+            hint="approvers authenticate as themselves; the agent's token is never accepted",
+        )
+    return token
+
+
+def _cli_text(cfg: ServerConfig, config_path: Path) -> Callable[[str], str]:
+    """Masks free text (reasons) with the server's policy, as the server would."""
+    import secrets
+
+    from hoop_mcp.core.errors import ConfigError
+    from hoop_mcp.core.masking import Masker
+    from hoop_mcp.runtime import load_policy_for
+
+    policy = load_policy_for(cfg, config_path)
+    key: bytes | None = None
+    if cfg.masking.hash_key is not None:
+        try:
+            secret = cfg.masking.hash_key.resolve(environ=os.environ, base_dir=config_path.parent)
+            key = secret.get_secret_value().encode()
+        except ConfigError:
+            log.debug("masking.hash_key is not available here; hash tokens in reasons are random")
+    masker = Masker(policy.masking, hash_key=key or secrets.token_bytes(32))
+    return lambda text: masker.mask_text(text)[0]
+
+
+@dataclass
+class _ApproverSide:
+    config: ServerConfig
+    config_path: Path
+    audit: SqliteAuditLog
+    approvals: Approvals
+    text: Callable[[str], str]
+
+    async def principal(self, token_file: Path | None) -> Principal:
+        """The verified human behind the approver's own token (refuses the agent's configured token)."""
+        import hmac
+
+        from hoop_mcp.core.errors import AuthenticationError, ConfigError
+
+        token = _approver_token(token_file)
+        agent_ref = self.config.identity.token
+        if agent_ref is not None:
+            try:
+                agent_token = agent_ref.resolve(environ=os.environ, base_dir=self.config_path.parent)
+            except ConfigError:
+                agent_token = None
+            if agent_token is not None and hmac.compare_digest(
+                agent_token.get_secret_value().encode(), token.encode()
+            ):
+                raise AuthenticationError(
+                    "this is the agent's token (identity.token): approvers must use their own",
+                )
+        return await self.approvals.approver(token)
+
+    def refuse_agent(self, principal: Principal, *, what: str) -> None:
+        from hoop_mcp.core.approvals import ApproverNotAllowed
+
+        if self.approvals.service.agents.is_agent(principal):
+            raise ApproverNotAllowed(f"{principal.label} is an agent principal; agents can never {what}")
+
+
+@asynccontextmanager
+async def _approver_side(config: Path, *, need_db: bool) -> AsyncIterator[_ApproverSide]:
+    """The approval engine as an approver's CLI sees it: no webhooks and no CI grants (their secrets
+    belong to the server), the same store and audit log as the server."""
+    from hoop_mcp.config import load_config, resolve_relative
+    from hoop_mcp.core.errors import ConfigError
+    from hoop_mcp.runtime import _owner_only, open_approvals
+    from hoop_mcp.stores.sqlite import SqliteAuditLog
+
+    def prepare() -> tuple[ServerConfig, Path, Path, Callable[[str], str]]:
+        config_path = config.resolve()
+        cfg = load_config(config_path)
+        if cfg.approvals is None:
+            raise ConfigError(
+                f"{config_path}: approvals are not configured (no 'approvals' section)",
+                hint="see docs/approvals.md",
+            )
+        audit_path = resolve_relative(cfg.audit.sqlite_path, config_path=config_path)
+        if need_db and not audit_path.exists():
+            raise HoopError(f"audit database {audit_path} does not exist (has the server run yet?)")
+        return cfg, config_path, audit_path, _cli_text(cfg, config_path)
+
+    cfg, config_path, audit_path, text = await anyio.to_thread.run_sync(prepare)
+    if cfg.approvals is None:  # checked in prepare(); for the type checker
+        raise ConfigError("approvals are not configured")
+    approver_cfg = cfg.model_copy(
+        update={"approvals": cfg.approvals.model_copy(update={"webhooks": (), "grants": None})}
+    )
+    audit = await SqliteAuditLog.open(audit_path)
+    try:
+        await anyio.to_thread.run_sync(_owner_only, audit_path)
+        approvals = await open_approvals(
+            approver_cfg, config_path, environ=os.environ, audit=audit, text=text
+        )
+        if approvals is None:  # excluded above
+            raise ConfigError("approvals are not configured")
+        try:
+            yield _ApproverSide(
+                config=cfg, config_path=config_path, audit=audit, approvals=approvals, text=text
+            )
+        finally:
+            await approvals.store.close()
+    finally:
+        await audit.close()
+
+
+async def _approvals(args: argparse.Namespace) -> int:
+    from hoop_mcp.core.approvals import LIVE_STATES, ApprovalState, review_text, summarize
+
+    async with _approver_side(args.config, need_db=True) as side:
+        principal = await side.principal(args.token_file)
+        service = side.approvals.service
+        command = args.approvals_command
+        if command == "list":
+            side.refuse_agent(principal, what="approve")
+            limit = max(1, min(args.limit, 1000))
+            if args.all:
+                found = []
+                for approval in await side.approvals.store.list(limit=limit):
+                    live = approval.state in LIVE_STATES
+                    found.append(await service.get(approval.approval_id) if live else approval)
+                empty = "no approvals"
+            else:
+                found = await service.pending_for(principal, limit=limit)
+                empty = f"no pending approvals that {principal.label} may decide"
+            for line in summarize(found):
+                print(line)
+            if not found:
+                print(empty)
+            return 0
+        if command == "show":
+            side.refuse_agent(principal, what="approve")
+            print(review_text(await service.get(args.approval_id)))
+            return 0
+        approve = command == "approve"
+        after = await service.decide(
+            args.approval_id, approver=principal, approve=approve, reason=args.reason, channel="cli"
+        )
+        if after.state is ApprovalState.APPROVED:
+            print(
+                f"approved: {after.approval_id} may now run once, until "
+                f"{after.deadline:%Y-%m-%d %H:%M:%SZ} (approved by {principal.label})"
+            )
+        elif after.state is ApprovalState.DENIED:
+            print(f"denied: {after.approval_id} (by {principal.label}); it will not run")
+        else:
+            print(
+                f"recorded: your approval of {after.approval_id}; {len(after.approvers)} of "
+                f"{after.request.review.quorum} distinct approval(s) so far, waiting for more"
+            )
+        return 0
+
+
+_TTL = re.compile(r"^\s*(\d{1,7})\s*([smhd]?)\s*$")
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> timedelta:
+    """``30m``, ``1h``, ``2d``, ``3600`` (seconds): at least 1 minute, at most 7 days."""
+    m = _TTL.match(text)
+    if m is None:
+        raise HoopError(f"--ttl {text!r} is not a duration", hint="use e.g. 30m, 1h, 2d or seconds (3600)")
+    ttl = timedelta(seconds=int(m.group(1)) * _TTL_UNITS[m.group(2)])
+    if ttl < timedelta(minutes=1):
+        raise HoopError("--ttl must be at least 1 minute")
+    if ttl > timedelta(days=7):
+        raise HoopError("--ttl must be at most 7 days (7d)")
+    return ttl
+
+
+def _required_reason(reason: str | None, text: Callable[[str], str]) -> str:
+    value = (reason or "").strip()
+    if not value:
+        raise HoopError("a reason is required (--reason TEXT); it is recorded in the audit log")
+    return text(value)
+
+
+def _grant_key(side: _ApproverSide) -> bytes:
+    from hoop_mcp.core.errors import ConfigError
+
+    approvals_cfg = side.config.approvals
+    if approvals_cfg is None or approvals_cfg.grant_key is None:
+        raise ConfigError(
+            f"{side.config_path}: approvals.grant_key is not configured, so grants cannot be signed or "
+            "verified",
+            hint="add approvals.grant_key: {env: HOOP_GRANT_KEY} (at least 32 random bytes)",
+        )
+    secret = approvals_cfg.grant_key.resolve(environ=os.environ, base_dir=side.config_path.parent)
+    return secret.get_secret_value().encode()
+
+
+async def _record_grant_event(
+    side: _ApproverSide,
+    *,
+    event: str,
+    actor: Principal,
+    grant_id: str,
+    tool: str,
+    connection: str | None,
+    arguments: dict[str, object],
+    reason: str,
+    grant_digest: str,
+    expires_at: object = None,
+) -> None:
+    from hoop_mcp.core.models import ApprovalEvidence, AuditEvent
+
+    evidence = ApprovalEvidence.model_validate(
+        {
+            "approval_id": grant_id,
+            "event": event,
+            "state": "issued" if event == "grant_issued" else "revoked",
+            "actor": actor,
+            "approvers": (actor,) if event == "grant_issued" else (),
+            "quorum": 1 if event == "grant_issued" else None,
+            "reason": reason,
+            "channel": "cli",
+            "expires_at": expires_at,
+            "grant_id": grant_id,
+        }
+    )
+    record = AuditEvent.model_validate(
+        {
+            "kind": "approval",
+            "call_id": grant_id,
+            "session_id": "cli",
+            "principal": actor,
+            "tool": tool,
+            "connection": connection,
+            "arguments": arguments,
+            "arguments_digest": grant_digest,
+            "approval": evidence,
+        }
+    )
+    await side.audit.append(record)
+
+
+async def _grants_issue(args: argparse.Namespace) -> int:
+    from hoop_mcp.core.grants import MAX_USES, Grant, new_grant_id, sign_grant
+    from hoop_mcp.core.models import utcnow
+
+    ttl = parse_ttl(args.ttl)
+    if not 1 <= args.uses <= MAX_USES:
+        raise HoopError(f"--uses must be between 1 and {MAX_USES}")
+    async with _approver_side(args.config, need_db=False) as side:
+        key = _grant_key(side)
+        if args.connection not in side.config.connections:
+            raise HoopError(
+                f"no connection {args.connection!r} in {side.config_path}; it has: "
+                f"{', '.join(side.config.connections)}"
+            )
+        reason = _required_reason(args.reason, side.text)
+        issuer = await side.principal(args.token_file)
+        side.refuse_agent(issuer, what="approve or issue grants")
+        now = utcnow().replace(microsecond=0)
+        try:
+            grant = Grant.model_validate(
+                {
+                    "grant_id": new_grant_id(),
+                    "issuer": issuer,
+                    "grantees": tuple(args.to),
+                    "tool": args.tool,
+                    "connection": args.connection,
+                    "effects": tuple(args.effect) if args.effect else None,
+                    "relations": tuple(args.relation) if args.relation else None,
+                    "plan_digest": args.plan_digest,
+                    "max_uses": args.uses,
+                    "issued_at": now,
+                    "not_before": now,
+                    "expires_at": now + ttl,
+                    "reason": reason,
+                }
+            )
+        except ValueError as exc:
+            raise HoopError(f"the grant is invalid: {_validation_text(exc)}") from None
+        token = sign_grant(grant, key)
+        details: dict[str, object] = grant.model_dump(
+            mode="json", include={"grantees", "effects", "relations", "plan_digest", "max_uses", "not_before"}
+        )
+        await _record_grant_event(
+            side,
+            event="grant_issued",
+            actor=issuer,
+            grant_id=grant.grant_id,
+            tool=grant.tool,
+            connection=grant.connection,
+            arguments=details,
+            reason=reason,
+            grant_digest=grant.digest(),
+            expires_at=grant.expires_at,
+        )
+    lines = [
+        f"issued grant {grant.grant_id} by {issuer.label}",
+        f"  for subjects: {', '.join(grant.grantees)}",
+        f"  tool {grant.tool} on connection {grant.connection}",
+    ]
+    if grant.effects:
+        lines.append(f"  effects: {', '.join(grant.effects)}")
+    if grant.relations:
+        lines.append(f"  relations: {', '.join(grant.relations)}")
+    if grant.plan_digest:
+        lines.append(f"  plan: {grant.plan_digest}")
+    lines.append(f"  uses: {grant.max_uses}; valid until {grant.expires_at:%Y-%m-%d %H:%M:%SZ}")
+    lines.append("  the server accepts it once it is listed in approvals.grants")
+    from fnmatch import fnmatchcase
+
+    if any(fnmatchcase(issuer.subject, p) for p in grant.grantees):
+        lines.append("  note: you match its grantees, but it never admits your own calls (no self-approval)")
+    print("\n".join(lines), file=sys.stderr)
+    print(token)
+    return 0
+
+
+_GRANT_ID_RE = re.compile(r"^grt_[A-Za-z0-9_-]{8,64}$")
+
+
+async def _grants_revoke(args: argparse.Namespace) -> int:
+    from hoop_mcp.core.approvals import principal_key
+
+    if not _GRANT_ID_RE.match(args.grant_id):
+        raise HoopError(f"{args.grant_id!r} is not a grant id (grt_...)")
+    async with _approver_side(args.config, need_db=False) as side:
+        reason = _required_reason(args.reason, side.text)
+        revoker = await side.principal(args.token_file)
+        side.refuse_agent(revoker, what="approve or revoke grants")
+        await side.approvals.store.revoke_grant(args.grant_id, by=principal_key(revoker), reason=reason)
+        await _record_grant_event(
+            side,
+            event="grant_revoked",
+            actor=revoker,
+            grant_id=args.grant_id,
+            tool="grants revoke",
+            connection=None,
+            arguments={"grant_id": args.grant_id},
+            reason=reason,
+            grant_digest="revoke:" + args.grant_id,
+        )
+    print(f"revoked grant {args.grant_id}: it admits no further call")
+    return 0
+
+
+def _grants_inspect(config: Path) -> int:
+    import json
+
+    from hoop_mcp.config import load_config, resolve_relative
+    from hoop_mcp.core.errors import ConfigError
+    from hoop_mcp.core.grants import MAX_TOKEN_CHARS, GrantError, decode_grant, validity_problem
+    from hoop_mcp.core.models import utcnow
+
+    config_path = config.resolve()
+    cfg = load_config(config_path)
+    if cfg.approvals is None or cfg.approvals.grant_key is None:
+        raise ConfigError(
+            f"{config_path}: approvals.grant_key is not configured, so grants cannot be verified"
+        )
+    key = cfg.approvals.grant_key.resolve(environ=os.environ, base_dir=config_path.parent)
+    raw = sys.stdin.read(MAX_TOKEN_CHARS * 2 + 1).strip()
+    if not raw:
+        raise GrantError("no grant token on stdin")
+    grant = decode_grant(raw, key.get_secret_value().encode())
+    print(json.dumps(grant.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    skew = timedelta(seconds=cfg.approvals.clock_skew_seconds)
+    problem = validity_problem(grant, now=utcnow(), skew=skew)
+    audit_path = resolve_relative(cfg.audit.sqlite_path, config_path=config_path)
+    if audit_path.exists():
+        uses, revoked = anyio.run(_grant_uses, audit_path, grant.grant_id)
+        print(f"uses so far: {uses} of {grant.max_uses}{'; REVOKED' if revoked else ''}", file=sys.stderr)
+        if revoked:
+            problem = problem or f"grant {grant.grant_id} is revoked"
+        elif uses >= grant.max_uses:
+            problem = problem or f"grant {grant.grant_id} is used up"
+    if problem is not None:
+        print(f"signature ok, but NOT usable: {problem}", file=sys.stderr)
+        return 1
+    print(f"signature ok; valid until {grant.expires_at:%Y-%m-%d %H:%M:%SZ}", file=sys.stderr)
+    return 0
+
+
+async def _grant_uses(path: Path, grant_id: str) -> tuple[int, bool]:
+    from hoop_mcp.stores.sqlite_approvals import SqliteApprovalStore
+
+    store = await SqliteApprovalStore.open(path)
+    try:
+        return await store.grant_uses(grant_id)
+    finally:
+        await store.close()
+
+
+def _validation_text(exc: ValueError) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+    return str(exc)
+
+
+async def _grants(args: argparse.Namespace) -> int:
+    if args.grants_command == "issue":
+        return await _grants_issue(args)
+    return await _grants_revoke(args)
+
+
+def _approvals_web(config: Path) -> int:
+    from hoop_mcp.server.web import run_web
+
+    anyio.run(partial(run_web, config, environ=os.environ))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -259,6 +808,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.policy_command == "check":
                 return _policy_check(args.files)
             return _policy_explain(args)
+        if args.command == "approvals":
+            if args.approvals_command == "web":
+                return _approvals_web(args.config)
+            return anyio.run(_approvals, args)
+        if args.command == "grants":
+            if args.grants_command == "inspect":
+                return _grants_inspect(args.config)
+            return anyio.run(_grants, args)
     except HoopError as exc:
         print(f"hoop-mcp: {exc.diagnostics()}", file=sys.stderr)
         return 1

@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import psycopg.conninfo
 
 from hoop_mcp.backends.postgres import PostgresBackend
 from hoop_mcp.config import (
+    ApprovalsConfig,
     IdentityConfig,
     SecretRef,
     ServerConfig,
     load_config,
     resolve_relative,
 )
+from hoop_mcp.core.approvals import AgentSettings, ApprovalService
 from hoop_mcp.core.backend import Backend
 from hoop_mcp.core.errors import AuthenticationError, ConfigError
 from hoop_mcp.core.identity import OidcAuthenticator, UnsafeStaticPrincipal
 from hoop_mcp.core.masking import Masker
-from hoop_mcp.core.models import Principal
+from hoop_mcp.core.models import Principal, Verdict
 from hoop_mcp.core.pipeline import IdentityProvider, Pipeline
 from hoop_mcp.core.policy import Policy, load_policy_files
 from hoop_mcp.stores.sqlite import SqliteAuditLog
+
+if TYPE_CHECKING:
+    from hoop_mcp.stores.sqlite_approvals import SqliteApprovalStore
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +114,96 @@ class Runtime:
     pipeline: Pipeline
     audit: SqliteAuditLog
     backends: dict[str, Backend]
+    approvals: Approvals | None = None
 
     async def aclose(self) -> None:
         for backend in self.backends.values():
             await backend.close()
+        if self.approvals is not None:
+            await self.approvals.store.close()
         await self.audit.close()
+
+
+@dataclass
+class Approvals:
+    """The approval engine as one process sees it: service, store and the approvers' verifier."""
+
+    service: ApprovalService
+    store: SqliteApprovalStore
+    #: Verifies approvers' own tokens (CLI, approver MCP clients); ``None`` without OIDC settings.
+    approver_auth: OidcAuthenticator | None
+    config: ApprovalsConfig
+
+    async def approver(self, token: str) -> Principal:
+        """The verified human behind ``token``. Raises AuthenticationError."""
+        if self.approver_auth is None:
+            raise AuthenticationError(
+                "approvers cannot be authenticated: configure approvals.oidc (or identity.oidc)"
+            )
+        return await self.approver_auth.authenticate_async(token)
+
+
+def policy_needs_review(policy: Policy) -> list[str]:
+    return [rule.id for rule in policy.rules if rule.verdict is Verdict.REVIEW]
+
+
+async def open_approvals(
+    config: ServerConfig,
+    config_path: Path,
+    *,
+    environ: Mapping[str, str],
+    audit: SqliteAuditLog,
+    text: Callable[[str], str] = lambda t: t,
+) -> Approvals | None:
+    """Build the approval engine from ``config.approvals`` (``None`` when it is not configured).
+
+    The store lives in the same SQLite file as the audit log. ``text`` masks free text (reasons,
+    webhook bodies) the way the pipeline does.
+    """
+    cfg = config.approvals
+    if cfg is None:
+        return None
+    from hoop_mcp.core.grants import GrantSet
+    from hoop_mcp.server.notify import WebhookNotifier
+    from hoop_mcp.stores.sqlite_approvals import SqliteApprovalStore
+
+    base = config_path.parent
+    agents = AgentSettings(subjects=cfg.agents.subjects, groups=cfg.agents.groups)
+    grants = None
+    if cfg.grants is not None:
+        if cfg.grant_key is None:
+            raise ConfigError(
+                "approvals.grants is set but approvals.grant_key is not: grants cannot be verified"
+            )
+        key = cfg.grant_key.resolve(environ=environ, base_dir=base).get_secret_value().encode()
+        tokens = cfg.grants.resolve(environ=environ, base_dir=base).get_secret_value().split()
+        grants = GrantSet(key=key, tokens=tokens, agents=agents, clock_skew_seconds=cfg.clock_skew_seconds)
+    hooks = [
+        (
+            hook,
+            hook.secret.resolve(environ=environ, base_dir=base).get_secret_value().encode()
+            if hook.secret
+            else None,
+        )
+        for hook in cfg.webhooks
+    ]
+    notifier = WebhookNotifier(hooks, text=text) if hooks else None
+    store = await SqliteApprovalStore.open(
+        resolve_relative(config.audit.sqlite_path, config_path=config_path)
+    )
+    service = ApprovalService(
+        store=store,
+        audit=audit,
+        agents=agents,
+        page_url=cfg.link_base,
+        notifier=notifier,
+        grants=grants,
+        clock_skew_seconds=cfg.clock_skew_seconds,
+        record_text=text,
+    )
+    oidc = config.approver_oidc()
+    auth = OidcAuthenticator(oidc.settings()) if oidc is not None else None
+    return Approvals(service=service, store=store, approver_auth=auth, config=cfg)
 
 
 def load_policy_for(config: ServerConfig, config_path: Path) -> Policy:
@@ -154,6 +245,22 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
     pipeline = Pipeline(
         identity=identity, policy=policy, masker=masker, audit=audit, backends=backends, scrub=scrub
     )
+    review_rules = policy_needs_review(policy)
+    if review_rules and config.approvals is None:
+        await audit.close()
+        raise ConfigError(
+            f"policy rule(s) {', '.join(review_rules)} hold calls for review, but {config_path} has no "
+            "'approvals' section",
+            hint="add approvals: {agents: {subjects: [...]}} and an approval channel; see docs/approvals.md",
+        )
+    try:
+        approvals = await open_approvals(
+            config, config_path, environ=environ, audit=audit, text=pipeline.safe_text
+        )
+    except BaseException:
+        await audit.close()
+        raise
+    pipeline.approvals = approvals.service if approvals is not None else None
     return Runtime(
         config=config,
         config_path=config_path,
@@ -161,4 +268,5 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
         pipeline=pipeline,
         audit=audit,
         backends=backends,
+        approvals=approvals,
     )

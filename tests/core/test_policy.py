@@ -68,9 +68,10 @@ def facts(
 
 
 def rule(rule_id: str, verdict: str = "allow", **when: Any) -> Rule:
-    return Rule.model_validate(
-        {"id": rule_id, "description": f"rule {rule_id}", "verdict": verdict, "when": when}
-    )
+    data: dict[str, Any] = {"id": rule_id, "description": f"rule {rule_id}", "verdict": verdict, "when": when}
+    if verdict == "review":
+        data["review"] = {"approver_groups": ["approvers"]}
+    return Rule.model_validate(data)
 
 
 def policy(*rules: Rule) -> Policy:
@@ -374,14 +375,14 @@ def test_unknown_keys_are_rejected_with_the_key_path_and_the_allowed_keys() -> N
     message = config_error(VALID.replace("      tools:", "      tool:"))
     assert "rules[0].when.tool: unknown key (allowed: tools, connections," in message
     assert (
-        "rules[1].colour: unknown key (allowed: id, description, verdict, reason, when, unless)"
+        "rules[1].colour: unknown key (allowed: id, description, verdict, reason, when, unless, review)"
         in config_error(VALID.replace("    verdict: deny", "    verdict: deny\n    colour: red"))
     )
     assert "owner: unknown key (allowed: version, rules, masking)" in config_error(VALID + "owner: me\n")
 
 
 def test_a_bad_verdict_is_rejected() -> None:
-    assert "rules[1].verdict: 'block' is not one of 'allow', 'confirm' or 'deny'" in config_error(
+    assert "rules[1].verdict: 'block' is not one of 'allow', 'confirm', 'review' or 'deny'" in config_error(
         VALID.replace("verdict: deny", "verdict: block")
     )
 
@@ -714,3 +715,48 @@ def test_adding_an_allow_rule_never_changes_a_deny_by_rule(
     assert VERDICT_PRECEDENCE[after.verdict] >= VERDICT_PRECEDENCE[before.verdict] or (
         before.rule_id == DEFAULT_DENY_RULE
     )
+
+
+# ------------------------------------------------------------------------------- review (four-eyes)
+
+REVIEW_RULE = """\
+version: 1
+rules:
+  - id: deletes-need-review
+    description: Deletes need a DBA
+    verdict: review
+    review: {approver_groups: [dba], quorum: 2, ttl_seconds: 600}
+    when: {effects: [write]}
+"""
+
+
+def test_a_review_rule_carries_its_approver_settings_into_the_decision() -> None:
+    decision = evaluate(load_policy_text(REVIEW_RULE, source="team.yaml"), facts(effect="write"))
+    assert decision.verdict is Verdict.REVIEW
+    assert decision.review is not None
+    assert (decision.review.approver_groups, decision.review.quorum, decision.review.ttl_seconds) == (
+        ("dba",),
+        2,
+        600,
+    )
+
+
+def test_a_review_verdict_without_a_review_block_is_rejected() -> None:
+    text = REVIEW_RULE.replace("    review: {approver_groups: [dba], quorum: 2, ttl_seconds: 600}\n", "")
+    assert "verdict 'review' needs a 'review' block" in config_error(text)
+
+
+def test_a_review_block_naming_nobody_is_rejected() -> None:
+    text = REVIEW_RULE.replace("approver_groups: [dba], ", "")
+    assert "nobody can approve" in config_error(text)
+
+
+def test_a_review_block_on_another_verdict_is_rejected() -> None:
+    text = REVIEW_RULE.replace("verdict: review", "verdict: allow")
+    assert "only allowed with verdict 'review'" in config_error(text)
+
+
+def test_review_beats_confirm_and_allow_but_deny_beats_review() -> None:
+    call = facts(effect="write")
+    assert evaluate(policy(rule("a", "allow"), rule("c", "confirm"), rule("r", "review")), call).rule_id == "r"
+    assert evaluate(policy(rule("r", "review"), rule("d", "deny")), call).rule_id == "d"

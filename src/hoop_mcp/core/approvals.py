@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,6 +30,7 @@ from fnmatch import fnmatchcase
 from typing import Literal, Protocol
 
 import anyio
+import anyio.abc
 from pydantic import Field, JsonValue
 
 from hoop_mcp.core.audit import AuditLog, canonical_json
@@ -459,7 +461,30 @@ class ApprovalService:
         self.skew = timedelta(seconds=clock_skew_seconds)
         #: Masks free text (reasons) before it is recorded or shown.
         self.record_text = record_text
-        self._background: list[Awaitable[None]] = []
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[ApprovalService]:
+        """Run background work (notifications) while the server runs; waits for it on exit."""
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            try:
+                yield self
+            finally:
+                self._task_group = None
+
+    def start_notify(self, approval: Approval) -> None:
+        """Notify approvers about a new pending approval without delaying the agent's answer.
+
+        Outside :meth:`running` (no background task group) nothing is sent; the approval is still
+        listed by every channel.
+        """
+        if self.notifier is None:
+            return
+        if self._task_group is None:
+            log.warning("approval %s: notifications are not running; none sent", approval.approval_id)
+            return
+        self._task_group.start_soon(self.notify_new, approval)
 
     def url_for(self, approval_id: str) -> str | None:
         return f"{self.page_url}/approvals/{approval_id}" if self.page_url else None

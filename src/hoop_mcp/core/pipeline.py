@@ -19,6 +19,14 @@ import anyio
 from pydantic import JsonValue
 
 from hoop_mcp.core.approval import ApprovalStage, NoConfirmationChannel
+from hoop_mcp.core.approvals import (
+    Admitted,
+    Approval,
+    ApprovalService,
+    Pending,
+    Refused,
+    ReviewCall,
+)
 from hoop_mcp.core.audit import AuditLog, canonical_json
 from hoop_mcp.core.backend import Backend, PlannedCall, TableResult
 from hoop_mcp.core.errors import (
@@ -31,6 +39,7 @@ from hoop_mcp.core.errors import (
 )
 from hoop_mcp.core.masking import Masker
 from hoop_mcp.core.models import (
+    ApprovalEvidence,
     AuditEvent,
     Confirmation,
     Decision,
@@ -77,6 +86,10 @@ class CallResult:
     redactions: dict[str, int] = field(default_factory=dict)
     confirmation: Confirmation | None = None
     error_code: str | None = None
+    #: For ``pending``: the approval the call waits for.
+    approval: Approval | None = None
+    #: For a call admitted by four-eyes approval or a grant: the evidence.
+    approval_evidence: ApprovalEvidence | None = None
 
 
 @dataclass(slots=True)
@@ -95,6 +108,8 @@ class Prepared:
     planned: PlannedCall | None = None
     plan_masked: Plan | None = None
     error: HoopError | None = None
+    #: The exact arguments (kept only to bind and store a four-eyes approval; never recorded).
+    raw_arguments: Mapping[str, JsonValue] = field(default_factory=dict, repr=False)
 
 
 def digest(value: JsonValue) -> str:
@@ -117,6 +132,9 @@ class Pipeline:
         self.masker = masker
         self.audit = audit
         self.backends = dict(backends)
+        #: The four-eyes approval engine; ``None`` when approvals are not configured (then every
+        #: ``review`` verdict is denied).
+        self.approvals: ApprovalService | None = None
         # Exact secret values (database passwords, tokens) that must never leave, whatever masking
         # detectors think of them. Longest first so overlapping secrets are fully replaced.
         self._scrub = tuple(sorted({s for s in scrub if len(s) >= 4}, key=len, reverse=True))
@@ -173,6 +191,7 @@ class Pipeline:
             arguments_digest=_safe_digest(arguments),
             started=time.perf_counter(),
             decision=Decision(verdict=Verdict.DENY, rule_id="pipeline.unprepared", reason="not evaluated"),
+            raw_arguments=arguments,
         )
         try:
             await self._prepare(prepared, arguments)
@@ -212,15 +231,16 @@ class Pipeline:
             plan=planned.plan,
         )
         prepared.decision = evaluate(self.policy, facts)
-        if prepared.decision.verdict is Verdict.CONFIRM:
-            # The user sees (and the record keeps) the clearest faithful rendering there is.
+        if prepared.decision.verdict in (Verdict.CONFIRM, Verdict.REVIEW):
+            # The user or approver sees (and the record keeps) the clearest faithful rendering there is.
             display = backend.render(planned, mask=self.safe_text, for_confirmation=True)
             if planned.plan.statement is not None and display is None:
+                asked = "confirmed" if prepared.decision.verdict is Verdict.CONFIRM else "reviewed"
                 prepared.decision = Decision(
                     verdict=Verdict.DENY,
-                    rule_id="confirm.unrenderable",
-                    reason="this statement cannot be shown faithfully for confirmation, so it cannot be "
-                    f"confirmed (rule {prepared.decision.rule_id} asks for confirmation); rewrite it",
+                    rule_id=f"{prepared.decision.verdict.value}.unrenderable",
+                    reason=f"this statement cannot be shown faithfully, so it cannot be {asked} "
+                    f"(rule {prepared.decision.rule_id}); rewrite it",
                 )
                 return
             planned = await backend.estimate(planned)
@@ -236,6 +256,7 @@ class Pipeline:
         (``details["executed"]`` is True; the result is withheld).
         """
         confirmation: Confirmation | None = None
+        evidence: ApprovalEvidence | None = None
         decision = prepared.decision
         if prepared.error is None and decision.verdict is Verdict.CONFIRM:
             stage = approval or NoConfirmationChannel()
@@ -244,8 +265,19 @@ class Pipeline:
             except Exception:
                 log.exception("call %s: approval stage failed", prepared.call_id)
                 confirmation = Confirmation(accepted=False, action="error")
+        if prepared.error is None and decision.verdict is Verdict.REVIEW:
+            admission = await self._admit(prepared)
+            if isinstance(admission, Pending):
+                return await self._finish_pending(prepared, admission)
+            if isinstance(admission, Refused):
+                prepared.decision = admission.decision
+                await self._record(
+                    prepared, "intent", confirmation=None, outcome=None, approval=admission.evidence
+                )
+                return await self._finish_refused(prepared, None, approval=admission.evidence)
+            evidence = admission.evidence
 
-        await self._record(prepared, "intent", confirmation=confirmation, outcome=None)
+        await self._record(prepared, "intent", confirmation=confirmation, outcome=None, approval=evidence)
 
         if prepared.error is not None or decision.verdict is Verdict.DENY:
             return await self._finish_refused(prepared, confirmation)
@@ -289,7 +321,9 @@ class Pipeline:
             result_digest=digest({"columns": [c.name for c in result.columns], "rows": result.rows}),  # type: ignore[dict-item]
         )
         try:
-            await self._record(prepared, "outcome", confirmation=confirmation, outcome=outcome)
+            await self._record(
+                prepared, "outcome", confirmation=confirmation, outcome=outcome, approval=evidence
+            )
         except AuditWriteError as exc:
             # The statement already ran: say so, and withhold its result (no record, no result).
             exc.details["executed"] = True
@@ -308,6 +342,80 @@ class Pipeline:
             command_status=table.command_status,
             redactions=result.redactions,
             confirmation=confirmation,
+            approval_evidence=evidence,
+        )
+
+    async def _admit(self, prepared: Prepared) -> Admitted | Pending | Refused:
+        """Four-eyes: consume an approval or grant, or hold the call. Fails closed."""
+        if self.approvals is None:
+            return Refused(
+                Decision(
+                    verdict=Verdict.DENY,
+                    rule_id="review.not_configured",
+                    reason=f"rule {prepared.decision.rule_id} requires four-eyes approval, but approvals "
+                    "are not configured on this server; an operator must configure them",
+                )
+            )
+        if prepared.principal is None or prepared.planned is None or prepared.plan_masked is None:
+            return Refused(
+                Decision(verdict=Verdict.DENY, rule_id="review.unprepared", reason="call not planned")
+            )
+        call = ReviewCall(
+            call_id=prepared.call_id,
+            session_id=prepared.session_id,
+            principal=prepared.principal,
+            tool=prepared.tool,
+            connection=prepared.connection,
+            arguments=prepared.raw_arguments,
+            arguments_masked=prepared.arguments_masked,
+            arguments_digest=prepared.arguments_digest,
+            plan=prepared.planned.plan,
+            plan_masked=prepared.plan_masked,
+            decision=prepared.decision,
+        )
+        try:
+            return await self.approvals.admit(call)
+        except Exception as exc:
+            log.exception("call %s: the approval engine failed", prepared.call_id)
+            return Refused(
+                Decision(
+                    verdict=Verdict.DENY,
+                    rule_id="approval.failed",
+                    reason=f"the approval engine failed ({type(exc).__name__}), so the call is denied "
+                    "(fail closed)",
+                )
+            )
+
+    async def _finish_pending(self, prepared: Prepared, pending: Pending) -> CallResult:
+        approval = pending.approval
+        evidence = (
+            self.approvals.evidence(approval, event="requested", actor=prepared.principal)
+            if self.approvals
+            else None
+        )
+        await self._record(prepared, "intent", confirmation=None, outcome=None, approval=evidence)
+        d = prepared.decision
+        what = "is waiting for" if not pending.created else "now waits for"
+        outcome = Outcome(
+            status=OutcomeStatus.PENDING,
+            rule_id=d.rule_id,
+            reason=f"held for four-eyes approval {approval.approval_id}; nothing executed yet",
+        )
+        message = (
+            f"Rule '{d.rule_id}' requires approval by another person; this call {what} approval "
+            f"{approval.approval_id} (expires {approval.deadline:%Y-%m-%d %H:%M:%SZ}). Nothing was executed."
+        )
+        result = await self._finish(prepared, None, outcome, message=message, approval=evidence)
+        if pending.created and self.approvals is not None:
+            self.approvals.start_notify(approval)
+        return CallResult(
+            call_id=result.call_id,
+            status=OutcomeStatus.PENDING,
+            decision=d,
+            message=result.message,
+            plan=prepared.plan_masked,
+            approval=approval,
+            approval_evidence=evidence,
         )
 
     def _mask_table(self, prepared: Prepared, table: TableResult) -> _Masked:
@@ -327,7 +435,13 @@ class Pipeline:
         return _Masked(columns=columns, rows=rows, redactions=dict(masked.redactions))
 
     # -- endings -----------------------------------------------------------------------------------
-    async def _finish_refused(self, prepared: Prepared, confirmation: Confirmation | None) -> CallResult:
+    async def _finish_refused(
+        self,
+        prepared: Prepared,
+        confirmation: Confirmation | None,
+        *,
+        approval: ApprovalEvidence | None = None,
+    ) -> CallResult:
         exc = prepared.error
         d = prepared.decision
         if isinstance(exc, InvalidInput):
@@ -350,7 +464,7 @@ class Pipeline:
             status, code = OutcomeStatus.DENIED, None
             message = f"Denied by rule '{d.rule_id}': {_sentence(d.reason)} Nothing was executed."
         outcome = Outcome(status=status, rule_id=d.rule_id, reason=d.reason, error_code=code)
-        return await self._finish(prepared, confirmation, outcome, message=message)
+        return await self._finish(prepared, confirmation, outcome, message=message, approval=approval)
 
     async def _finish_declined(self, prepared: Prepared, confirmation: Confirmation | None) -> CallResult:
         d = prepared.decision
@@ -378,7 +492,13 @@ class Pipeline:
         return await self._finish(prepared, confirmation, outcome, message=message)
 
     async def _finish(
-        self, prepared: Prepared, confirmation: Confirmation | None, outcome: Outcome, *, message: str
+        self,
+        prepared: Prepared,
+        confirmation: Confirmation | None,
+        outcome: Outcome,
+        *,
+        message: str,
+        approval: ApprovalEvidence | None = None,
     ) -> CallResult:
         try:
             message = self.safe_text(message)
@@ -386,7 +506,7 @@ class Pipeline:
         except MaskingError:
             message, reason = f"The call failed; details withheld (call {prepared.call_id}).", "withheld"
         outcome = outcome.model_copy(update={"reason": reason})
-        await self._record(prepared, "outcome", confirmation=confirmation, outcome=outcome)
+        await self._record(prepared, "outcome", confirmation=confirmation, outcome=outcome, approval=approval)
         return CallResult(
             call_id=prepared.call_id,
             status=outcome.status,
@@ -395,10 +515,17 @@ class Pipeline:
             plan=prepared.plan_masked,
             confirmation=confirmation,
             error_code=outcome.error_code,
+            approval_evidence=approval,
         )
 
     async def _record(
-        self, prepared: Prepared, kind: str, *, confirmation: Confirmation | None, outcome: Outcome | None
+        self,
+        prepared: Prepared,
+        kind: str,
+        *,
+        confirmation: Confirmation | None,
+        outcome: Outcome | None,
+        approval: ApprovalEvidence | None = None,
     ) -> None:
         decision = prepared.decision
         try:
@@ -417,6 +544,7 @@ class Pipeline:
             plan=prepared.plan_masked,
             decision=decision,
             confirmation=confirmation,
+            approval=approval,
             outcome=outcome,
             duration_ms=round((time.perf_counter() - prepared.started) * 1000, 3) if outcome else None,
         )
@@ -438,6 +566,36 @@ class Pipeline:
             reason="confirmation prompt sent; nothing executed yet",
         )
         await self._record(prepared, "outcome", confirmation=asked, outcome=outcome)
+
+    async def record_call(
+        self,
+        *,
+        tool: str,
+        arguments: Mapping[str, JsonValue],
+        session_id: str,
+        principal: Principal | None,
+        outcome: Outcome,
+        approval: ApprovalEvidence | None = None,
+    ) -> str:
+        """Record a call that has no backend (the approval tools): intent and outcome."""
+        prepared = Prepared(
+            call_id=uuid.uuid4().hex,
+            session_id=session_id,
+            tool=_recordable_text(tool),
+            connection=None,
+            arguments_masked=self._mask_arguments(arguments),
+            arguments_digest=_safe_digest(arguments),
+            started=time.perf_counter(),
+            decision=Decision(
+                verdict=Verdict.ALLOW if outcome.status is OutcomeStatus.OK else Verdict.DENY,
+                rule_id=outcome.rule_id or tool,
+                reason=outcome.reason or "",
+            ),
+            principal=principal,
+        )
+        await self._record(prepared, "intent", confirmation=None, outcome=None, approval=approval)
+        await self._record(prepared, "outcome", confirmation=None, outcome=outcome, approval=approval)
+        return prepared.call_id
 
     async def record_rejected_request(
         self, *, tool: str, arguments: Mapping[str, JsonValue], session_id: str, reason: str

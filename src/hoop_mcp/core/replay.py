@@ -24,8 +24,20 @@ _GREEN = "\x1b[32m"
 _YELLOW = "\x1b[33m"
 _CYAN = "\x1b[36m"
 
-_VERDICT_COLOR = {Verdict.ALLOW: _GREEN, Verdict.CONFIRM: _YELLOW, Verdict.DENY: _RED}
-_STATUS_COLOR = {"ok": _GREEN, "denied": _RED, "declined": _YELLOW, "invalid": _RED, "error": _RED}
+_VERDICT_COLOR = {
+    Verdict.ALLOW: _GREEN,
+    Verdict.CONFIRM: _YELLOW,
+    Verdict.REVIEW: _YELLOW,
+    Verdict.DENY: _RED,
+}
+_STATUS_COLOR = {
+    "ok": _GREEN,
+    "denied": _RED,
+    "declined": _YELLOW,
+    "invalid": _RED,
+    "error": _RED,
+    "pending": _YELLOW,
+}
 
 #: Longest rendering of an argument object when there is no statement.
 _MAX_ARGUMENTS = 2000
@@ -70,8 +82,32 @@ def _statement(event: AuditEvent) -> str | None:
     return text if len(text) <= _MAX_ARGUMENTS else text[:_MAX_ARGUMENTS] + " …(truncated)"
 
 
-def _call_lines(intent: AuditEvent | None, outcome: AuditEvent | None, style: _Style) -> list[str]:
-    first = intent or outcome
+def _approval_line(event: AuditEvent, style: _Style) -> str:
+    """One step of a four-eyes approval (or the approval / grant that admitted a call)."""
+    ev = event.approval
+    assert ev is not None  # noqa: S101 - only called for events with approval evidence
+    parts = [f"{style(_safe(ev.event), _BOLD)} {_safe(ev.approval_id)} ({_safe(ev.state)})"]
+    if ev.actor is not None:
+        parts.append(f"by {_safe(ev.actor.label)}")
+    if ev.channel:
+        parts.append(f"via {_safe(ev.channel)}")
+    if ev.approvers and ev.event in ("approved", "executed", "grant_used"):
+        parts.append("approvers " + ", ".join(_safe(p.label) for p in ev.approvers))
+    if ev.grant_id:
+        parts.append(f"grant {_safe(ev.grant_id)} use {ev.grant_use}")
+    line = f"      {style(_time(event.time), _DIM)} approval: " + " ".join(parts)
+    if ev.reason:
+        line += f" — {_safe(ev.reason)}"
+    return line
+
+
+def _call_lines(
+    intent: AuditEvent | None,
+    outcome: AuditEvent | None,
+    style: _Style,
+    approvals: Sequence[AuditEvent] = (),
+) -> list[str]:
+    first = intent or outcome or (approvals[0] if approvals else None)
     assert first is not None  # noqa: S101 - a call has at least one record
     who = first.principal.label if first.principal is not None else "(unknown principal)"
     where = f" @ {first.connection}" if first.connection else ""
@@ -109,7 +145,12 @@ def _call_lines(intent: AuditEvent | None, outcome: AuditEvent | None, style: _S
         if confirmation.comment:
             text += f": {_safe(confirmation.comment)}"
         lines.append(f"      confirm:  {text}")
-    lines.append(_outcome_line(outcome, style))
+    admitted = intent.approval if intent is not None else None
+    if admitted is not None and admitted.event in ("executed", "grant_used") and intent is not None:
+        lines.append(_approval_line(intent, style))
+    if intent is not None or outcome is not None:
+        lines.append(_outcome_line(outcome, style))
+    lines.extend(_approval_line(event, style) for event in approvals)
     return lines
 
 
@@ -148,9 +189,14 @@ def render_timeline(records: Sequence[AuditRecord], *, color: bool = False) -> s
     style = _Style(color)
     ordered = sorted(records, key=lambda record: record.seq)
     calls: dict[tuple[str, str], list[AuditEvent | None]] = {}
+    steps: dict[tuple[str, str], list[AuditEvent]] = {}
     for record in ordered:
         key = (record.event.session_id, record.event.call_id)
         slot = calls.setdefault(key, [None, None])
+        if record.event.kind == "approval":
+            if record.event.approval is not None:
+                steps.setdefault(key, []).append(record.event)
+            continue
         index = 0 if record.event.kind == "intent" else 1
         if slot[index] is None:
             slot[index] = record.event
@@ -158,7 +204,7 @@ def render_timeline(records: Sequence[AuditRecord], *, color: bool = False) -> s
         return "(no audit records)"
     out: list[str] = []
     session: str | None = None
-    for (session_id, _call), (intent, outcome) in calls.items():
+    for (session_id, call), (intent, outcome) in calls.items():
         if session_id != session:
             if out:
                 out.append("")
@@ -166,7 +212,7 @@ def render_timeline(records: Sequence[AuditRecord], *, color: bool = False) -> s
             count = sum(1 for key in calls if key[0] == session_id)
             header = f"session {_safe(session_id)} ({count} call{'' if count == 1 else 's'})"
             out.append(style(header, _CYAN + _BOLD))
-        out.extend(_call_lines(intent, outcome, style))
+        out.extend(_call_lines(intent, outcome, style, steps.get((session_id, call), ())))
     return "\n".join(out)
 
 

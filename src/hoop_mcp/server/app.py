@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
@@ -21,6 +21,7 @@ from mcp_types import INVALID_PARAMS, InputRequiredResult
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
 from hoop_mcp.core.approval import AnsweredConfirmation, NoConfirmationChannel, confirmation_prompt
+from hoop_mcp.core.approvals import Approval
 from hoop_mcp.core.errors import AuditWriteError
 from hoop_mcp.core.models import Confirmation, OutcomeStatus, Plan, Verdict
 from hoop_mcp.core.pipeline import CallResult, Pipeline, Prepared
@@ -49,6 +50,14 @@ change the statement or ask the user. Masked values look like [REDACTED:...] or 
 """
 
 
+APPROVAL_INSTRUCTIONS = """\
+Some calls need approval by another person (four-eyes). Such a call returns outcome
+'pending_approval' with an approval id and nothing runs: tell the user, call approval_wait with
+that id until the status is no longer 'pending', then approval_execute when it is 'approved'.
+You cannot approve anything yourself; do not try to change the call to avoid review.
+"""
+
+
 def instructions(connections: Mapping[str, str]) -> str:
     """What the agent reads at initialize: how to use the tools and which connections exist."""
     if not connections:
@@ -73,10 +82,32 @@ class ColumnInfo(BaseModel):
     masked: bool = Field(description="True when a column rule masked every value of this column")
 
 
+class PendingApproval(BaseModel):
+    """A call held for four-eyes approval: nothing has run. ``next_step`` says what to do."""
+
+    approval_id: str
+    status: Literal["pending", "approved", "denied", "expired", "executed", "refused"]
+    tool: str
+    connection: str | None
+    rule_id: str = Field(description="The policy rule that asks for review")
+    reviewing: str = Field(description="What the approvers review (the statement as the server parsed it)")
+    approvers: str = Field(description="Who may approve, and how many approvals are needed")
+    expires_at: str = Field(description="ISO 8601 time after which the request (or approval) lapses")
+    approval_url: str | None = Field(description="Page where an approver decides, when configured")
+    next_step: str
+
+
 class QueryResult(BaseModel):
-    """Rows of one statement, masked. ``rows[i][j]`` belongs to ``columns[j]``."""
+    """Rows of one statement, masked. ``rows[i][j]`` belongs to ``columns[j]``.
+
+    When ``outcome`` is ``pending_approval`` nothing ran: see ``pending_approval.next_step``.
+    """
 
     call_id: str
+    outcome: Literal["ok", "pending_approval"] = Field(
+        default="ok", description="'pending_approval' when the call waits for another person's approval"
+    )
+    pending_approval: PendingApproval | None = None
     connection: str
     status: str = Field(description="The server's command tag, e.g. 'SELECT 5' or 'UPDATE 1'")
     effect: str = Field(description="What the statement does: read, write, ddl, ...")
@@ -101,6 +132,57 @@ class QueryResult(BaseModel):
     truncated_reason: str | None = None
     redactions: dict[str, int] = Field(description="How many values were masked, by column and detector")
     message: str
+
+
+class ApprovalStatus(BaseModel):
+    """Where an approval stands. A wait that times out is not an error: wait again."""
+
+    approval_id: str
+    status: Literal["pending", "approved", "denied", "expired", "executed", "refused"]
+    decided_by: list[str] = Field(description="Approvers (or the denier) so far")
+    reason: str | None = Field(description="The deciding approver's reason, or why it ended")
+    expires_at: str
+    next_step: str
+
+
+class ApprovalExecution(BaseModel):
+    """The result of running an approved call (exactly what was approved)."""
+
+    approval_id: str
+    tool: str
+    message: str
+    query_db: QueryResult | None = Field(default=None, description="The result, for a query_db call")
+
+
+class PendingReview(BaseModel):
+    approval_id: str
+    requester: str
+    tool: str
+    connection: str | None
+    rule_id: str
+    summary: str
+    expires_at: str
+    approvals_needed: int
+    approvals_so_far: int
+
+
+class PendingReviews(BaseModel):
+    approvals: list[PendingReview]
+    message: str
+
+
+class ReviewDecision(BaseModel):
+    approval_id: str
+    status: str
+    message: str
+
+
+class ReviewForm(BaseModel):
+    """The approver's answer (flat, as elicitation requires)."""
+
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["approve", "deny"] = Field(description="Approve or deny this call")
+    reason: str = Field(description="Why (recorded in the audit log with your identity)", max_length=1000)
 
 
 class TableInfo(BaseModel):
@@ -159,10 +241,14 @@ class HoopServer:
         """``connections`` maps each connection name to its description, shown to the agent."""
         self.pipeline = pipeline
         self.session_id = session_id or uuid.uuid4().hex
-        self.mcp = MCPServer(name, instructions=instructions(connections or {}))
+        text = instructions(connections or {})
+        if pipeline.approvals is not None:
+            text += "\n" + APPROVAL_INSTRUCTIONS
+        self.mcp = MCPServer(name, instructions=text)
         # Outermost, before the SDK unseals request state: it sees the sealed (random-nonce) token.
         self.mcp.middleware.insert(0, self._single_use_answers)
         self.mcp.middleware.append(self._record_unhandled)
+        self.mcp.middleware.append(self._hide_approver_tools)
         self._answers_used: dict[str, float] = {}
         self._declared_arguments: dict[str, frozenset[str]] | None = None
         self._register()
@@ -191,6 +277,28 @@ class HoopServer:
             )
         self._answers_used[key] = now  # reserved before the call runs: concurrent replays lose too
         return await call_next(ctx)
+
+    # -- middleware: approver tools are for approvers ---------------------------------------------
+    async def _hide_approver_tools(self, ctx: Any, call_next: Any) -> Any:
+        """Agent principals never see the approver-only tools (calling them is refused too)."""
+        result = await call_next(ctx)
+        if getattr(ctx, "method", None) != "tools/list" or self.pipeline.approvals is None:
+            return result
+        from hoop_mcp.server.approval_tools import APPROVER_TOOLS
+
+        try:
+            who = await self.pipeline.identity.current_principal()
+            approver = self.pipeline.approvals.may_approve_anything(who)
+        except Exception:  # noqa: BLE001 - unknown caller: hide (fail closed), the list still works
+            approver = False
+        if approver:
+            return result
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            return {**result, "tools": [t for t in result["tools"] if t.get("name") not in APPROVER_TOOLS]}
+        tools = getattr(result, "tools", None)
+        if isinstance(tools, list):
+            return result.model_copy(update={"tools": [t for t in tools if t.name not in APPROVER_TOOLS]})
+        return result
 
     # -- middleware: record what never reached a tool body ---------------------------------------
     async def _record_unhandled(self, ctx: Any, call_next: Any) -> Any:
@@ -310,6 +418,54 @@ class HoopServer:
                 f"Call id {prepared.call_id}; an operator must fix the audit store."
             ) from None
 
+    def pending_model(self, approval: Approval) -> PendingApproval:
+        from hoop_mcp.server.approval_tools import pending_model
+
+        return pending_model(self, approval, PendingApproval)
+
+    def query_result(self, result: CallResult, connection: str) -> QueryResult:
+        """The structured result of a query_db call (ok or pending approval); raises otherwise."""
+        if result.status is OutcomeStatus.PENDING and result.approval is not None:
+            return QueryResult.model_construct(
+                call_id=result.call_id,
+                outcome="pending_approval",
+                pending_approval=self.pending_model(result.approval),
+                connection=connection,
+                status="",
+                effect=(result.plan or Plan(effect="unknown")).effect,
+                rule_id=result.decision.rule_id,
+                confirmed_by_user=False,
+                columns=[],
+                rows=[],
+                row_count=0,
+                truncated=False,
+                truncated_reason=None,
+                redactions={},
+                message=result.message,
+            )
+        self._raise_unless_ok(result)
+        plan = result.plan or Plan(effect="unknown")
+        return QueryResult.model_construct(
+            outcome="ok",
+            pending_approval=None,
+            call_id=result.call_id,
+            connection=connection,
+            status=result.command_status,
+            effect=plan.effect,
+            rule_id=result.decision.rule_id,
+            confirmed_by_user=bool(result.confirmation and result.confirmation.accepted),
+            columns=[
+                ColumnInfo.model_construct(name=c.name, type=c.type, source=c.source, masked=c.masked)
+                for c in result.columns
+            ],
+            rows=result.rows,
+            row_count=result.row_count,
+            truncated=result.truncated,
+            truncated_reason=result.truncated_reason,
+            redactions=result.redactions,
+            message=result.message,
+        )
+
     @staticmethod
     def _raise_unless_ok(result: CallResult) -> None:
         if result.status is not OutcomeStatus.OK:
@@ -348,26 +504,7 @@ class HoopServer:
             values are masked. Results are capped (see `truncated`). Denials name the rule."""
             confirmation = _confirmation_from(prepared, answer)
             result = await server._run(prepared, confirmation)
-            server._raise_unless_ok(result)
-            plan = result.plan or Plan(effect="unknown")
-            return QueryResult.model_construct(
-                call_id=result.call_id,
-                connection=connection,
-                status=result.command_status,
-                effect=plan.effect,
-                rule_id=result.decision.rule_id,
-                confirmed_by_user=bool(result.confirmation and result.confirmation.accepted),
-                columns=[
-                    ColumnInfo.model_construct(name=c.name, type=c.type, source=c.source, masked=c.masked)
-                    for c in result.columns
-                ],
-                rows=result.rows,
-                row_count=result.row_count,
-                truncated=result.truncated,
-                truncated_reason=result.truncated_reason,
-                redactions=result.redactions,
-                message=result.message,
-            )
+            return server.query_result(result, connection)
 
         async def list_tables(
             connection: Annotated[str, Field(description="Name of a configured connection", max_length=64)],
@@ -442,6 +579,9 @@ class HoopServer:
                 open_world_hint=False,
             ),
         )
+        from hoop_mcp.server.approval_tools import register_approval_tools
+
+        register_approval_tools(self)
         for fn, title in ((list_tables, "List tables"), (describe_table, "Describe a table")):
             self.mcp.add_tool(
                 fn,
