@@ -46,7 +46,11 @@ def write_config(
     identity: str | None = None,
     connection_extra: str = "",
     environ: dict[str, str] | None = None,
+    extra: str = "",
+    config_name: str = "hoop-mcp.yaml",
 ) -> HoopSetup:
+    """Write a config (and its policy files) into ``workdir``; ``extra`` is top-level YAML added
+    as is (e.g. an ``approvals:`` section)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "policy.yaml").write_text(
         policy if policy is not None else preset_text("writes-need-confirmation")
@@ -59,9 +63,10 @@ def write_config(
         """
     )
     extra = textwrap.indent(textwrap.dedent(connection_extra), "    ") if connection_extra else ""
-    (workdir / "hoop-mcp.yaml").write_text(
+    (workdir / config_name).write_text(
         "version: 1\n"
         + identity
+        + textwrap.dedent(extra)
         + "policy_files: [policy.yaml, masking.yaml]\n"
         + "audit: {sqlite_path: audit.db}\n"
         + "connections:\n"
@@ -72,13 +77,18 @@ def write_config(
         + extra
     )
     env = {"SHOP_DSN": shop.app_conninfo, **(environ or {})}
-    return HoopSetup(config_path=workdir / "hoop-mcp.yaml", environ=env, workdir=workdir)
+    return HoopSetup(config_path=workdir / config_name, environ=env, workdir=workdir)
 
 
 @asynccontextmanager
 async def hoop_server(setup: HoopSetup) -> AsyncIterator[tuple[HoopServer, Runtime]]:
     runtime = await open_runtime(setup.config_path, environ=setup.environ)
     try:
-        yield HoopServer(pipeline=runtime.pipeline, name="hoop-mcp-test"), runtime
+        server = HoopServer(pipeline=runtime.pipeline, name="hoop-mcp-test")
+        if runtime.approvals is None:
+            yield server, runtime
+        else:
+            async with runtime.approvals.service.running():
+                yield server, runtime
     finally:
         await runtime.aclose()
