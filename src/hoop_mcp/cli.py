@@ -116,6 +116,8 @@ _TOKEN_HELP = "file holding YOUR OWN OIDC token (default: env HOOP_APPROVER_TOKE
 
 
 def _approver_options(p: argparse.ArgumentParser) -> None:
+    # No abbreviations: "--token VALUE" must be a usage error, not "--token-file VALUE".
+    p.allow_abbrev = False
     p.add_argument("--config", type=Path, required=True, help="server configuration (version: 1)")
     p.add_argument("--token-file", type=Path, default=None, metavar="PATH", help=_TOKEN_HELP)
 
@@ -359,6 +361,12 @@ def _approver_token(token_file: Path | None) -> str:
     from hoop_mcp.core.errors import AuthenticationError
 
     if token_file is not None:
+        if re.fullmatch(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", str(token_file)):
+            raise AuthenticationError(
+                "--token-file got what looks like a token, not a file path",
+                hint="write the token to a file readable only by you and pass its path; a token is never "
+                "a command-line value (other users can read command lines)",
+            )
         try:
             data = token_file.read_bytes()[: _MAX_TOKEN_FILE + 1]
         except OSError as exc:

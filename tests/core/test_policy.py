@@ -758,5 +758,7 @@ def test_a_review_block_on_another_verdict_is_rejected() -> None:
 
 def test_review_beats_confirm_and_allow_but_deny_beats_review() -> None:
     call = facts(effect="write")
-    assert evaluate(policy(rule("a", "allow"), rule("c", "confirm"), rule("r", "review")), call).rule_id == "r"
+    assert (
+        evaluate(policy(rule("a", "allow"), rule("c", "confirm"), rule("r", "review")), call).rule_id == "r"
+    )
     assert evaluate(policy(rule("r", "review"), rule("d", "deny")), call).rule_id == "d"

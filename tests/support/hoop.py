@@ -62,7 +62,7 @@ def write_config(
           unsafe_static_principal: {subject: agent@example.com, groups: [engineers]}
         """
     )
-    extra = textwrap.indent(textwrap.dedent(connection_extra), "    ") if connection_extra else ""
+    conn_extra = textwrap.indent(textwrap.dedent(connection_extra), "    ") if connection_extra else ""
     (workdir / config_name).write_text(
         "version: 1\n"
         + identity
@@ -74,7 +74,7 @@ def write_config(
         + "    kind: postgres\n"
         + "    dsn: {env: SHOP_DSN}\n"
         + "    statement_timeout_ms: 2000\n"
-        + extra
+        + conn_extra
     )
     env = {"SHOP_DSN": shop.app_conninfo, **(environ or {})}
     return HoopSetup(config_path=workdir / config_name, environ=env, workdir=workdir)

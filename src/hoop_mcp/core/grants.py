@@ -407,7 +407,9 @@ class GrantSet:
         """
         now = self.clock()
         for grant in self.grants:
-            if coverage_problem(grant, call) is not None:
+            uncovered = coverage_problem(grant, call)
+            if uncovered is not None:
+                log.debug("call %s: grant %s does not cover it: %s", call.call_id, grant.grant_id, uncovered)
                 continue
             when = validity_problem(grant, now=now, skew=self.skew)
             if when is not None:

@@ -5,11 +5,9 @@ identity get ``approvals_pending`` and ``approval_review`` (an elicitation promp
 plan); those two are hidden from, and refused to, agent principals.
 """
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
@@ -27,16 +25,18 @@ from hoop_mcp.core.approvals import (
 )
 from hoop_mcp.core.errors import ApprovalError, AuditWriteError, AuthenticationError, HoopError
 from hoop_mcp.core.models import ApprovalEvidence, Outcome, OutcomeStatus, Principal
-
-if TYPE_CHECKING:
-    from hoop_mcp.server.app import (
-        ApprovalExecution,
-        ApprovalStatus,
-        HoopServer,
-        PendingApproval,
-        PendingReviews,
-        ReviewDecision,
-    )
+from hoop_mcp.server.app import (
+    ApprovalExecution,
+    ApprovalStatus,
+    HoopServer,
+    PendingApproval,
+    PendingReview,
+    PendingReviews,
+    ReviewDecision,
+    ReviewForm,
+    _call_state,
+    _client_can_elicit,
+)
 
 #: Approver-only tools: never listed for, and refused to, agent principals.
 APPROVER_TOOLS = frozenset({"approvals_pending", "approval_review"})
@@ -95,17 +95,6 @@ class _NoQuestion:
 
 
 def register_approval_tools(server: HoopServer) -> None:
-    from hoop_mcp.server.app import (
-        ApprovalExecution,
-        ApprovalStatus,
-        PendingReview,
-        PendingReviews,
-        ReviewDecision,
-        ReviewForm,
-        _call_state,
-        _client_can_elicit,
-    )
-
     service = server.pipeline.approvals
     if service is None:
         return
