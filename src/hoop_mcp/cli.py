@@ -246,7 +246,11 @@ async def _serve(config: Path) -> None:
             ", ".join(runtime.backends),
             len(runtime.policy.rules),
         )
-        await server.mcp.run_stdio_async()
+        if runtime.approvals is None:
+            await server.mcp.run_stdio_async()
+        else:
+            async with runtime.approvals.service.running():  # notifications run in the background
+                await server.mcp.run_stdio_async()
     finally:
         await runtime.aclose()
 

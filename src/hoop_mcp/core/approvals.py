@@ -179,6 +179,15 @@ def principal_key(principal: Principal) -> str:
     return f"{principal.issuer}|{principal.subject}"
 
 
+def same_person(a: Principal, b: Principal) -> bool:
+    """Conservatively, whether two principals may be one human: the same issuer and subject, or the
+    same subject or e-mail address under different issuers (agents and approvers may be verified by
+    different issuers, and a person must not approve their own call by switching issuer)."""
+    if principal_key(a) == principal_key(b) or a.subject == b.subject:
+        return True
+    return a.email is not None and b.email is not None and a.email.casefold() == b.email.casefold()
+
+
 def binding_of(*, requester: Principal, tool: str, connection: str | None, arguments_digest: str) -> str:
     data = {
         "requester": principal_key(requester),
@@ -216,7 +225,7 @@ def new_approval_id() -> str:
 def approver_problem(principal: Principal, approval: Approval, *, agents: AgentSettings) -> str | None:
     """Why ``principal`` may not decide on ``approval`` (``None`` when they may)."""
     request = approval.request
-    if principal_key(principal) == principal_key(request.requester):
+    if same_person(principal, request.requester):
         return "the requester can never approve their own call"
     if agents.is_agent(principal):
         return "agent principals can never approve"
@@ -263,8 +272,7 @@ def apply_vote(
         raise ApprovalError(f"the reason is longer than {MAX_REASON} characters")
     if reason is None and (current.request.review.require_reason or not vote.approve):
         raise ApprovalError("a reason is required for this decision (--reason / the reason field)")
-    key = principal_key(vote.approver)
-    if any(principal_key(v.approver) == key for v in current.votes):
+    if any(same_person(v.approver, vote.approver) for v in current.votes):
         raise ApprovalConflict("you already decided on this approval; the quorum needs other people")
     vote = vote.model_copy(update={"reason": reason})
     votes = (*current.votes, vote)
