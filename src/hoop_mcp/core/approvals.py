@@ -11,6 +11,7 @@ States::
        |  \\--(any eligible human denies: final)--> denied         |
        |                                                          +--(plan changed)--> refused
        +--(ttl passes)--> expired            approved --(use_by passes)--> expired
+       +--(the call changed or the rule no longer asks for review)--> refused
 
 Binding: an approval belongs to one requester (issuer + subject), one tool and connection, the
 digest of the exact arguments, and the digest of the server-computed plan. Executing recomputes the
@@ -532,7 +533,12 @@ class ApprovalService:
         for found in await self.store.find_live(binding):
             current = await self._settle(found)
             if current.state is ApprovalState.APPROVED:
-                return await self._use(current, call)
+                try:
+                    return await self._use(current, call)
+                except ApprovalConflict:
+                    # Another identical call used (or voided) it first: look again, and ask anew.
+                    log.info("call %s: approval %s was used concurrently", call.call_id, current.approval_id)
+                    continue
             if current.state is ApprovalState.PENDING and pending is None:
                 pending = current
         if pending is not None:
