@@ -30,7 +30,9 @@ def test_the_demo_narrates_the_whole_pipeline_and_exits_zero_twice_on_one_workdi
         )
         out = proc.stdout
         assert proc.returncode == 0, f"run {attempt}: {out}\n{proc.stderr}"
-        assert "Tools: query_db, list_tables, describe_table" in out
+        assert (
+            "Tools: query_db, approval_wait, approval_execute, list_tables, describe_table" in out
+        )  # no approver tools for the agent
         assert "masked: api_key, card_number, email, notes, phone, ssn" in out
         assert "[REDACTED]" in out
         assert "Denied by rule 'masking.where'" in out
@@ -38,6 +40,11 @@ def test_the_demo_narrates_the_whole_pipeline_and_exits_zero_twice_on_one_workdi
         assert "confirmation prompt shown to the user" in out
         assert "UPDATE 1" in out
         assert "Denied by rule 'deny-unbounded-writes'" in out
+        # Four-eyes: held, approved by another identity through the CLI, executed once.
+        assert "held for approval apr_" in out
+        assert "approved (by Dana (DBA) <dana@example.com>: customer asked, ticket CS-481)" in out
+        assert "(rule: customer-changes-need-a-dba)" in out
+        assert "approval: executed apr_" in out
         assert "OK: " in out
         assert "records verified" in out
         assert "local OIDC issuer" in out

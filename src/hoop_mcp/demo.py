@@ -26,6 +26,20 @@ from hoop_mcp.demo_issuer import DEMO_AUDIENCE, DemoIssuer
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 
 AGENT = "demo-agent@example.com"
+APPROVER = "dana@example.com"
+
+#: Added next to the preset: changes to customer records need a DBA (four-eyes), not just the user.
+REVIEW_POLICY = """\
+version: 1
+rules:
+  - id: customer-changes-need-a-dba
+    description: Changes to customer records need a DBA's approval (four-eyes)
+    verdict: review
+    review: {approver_groups: [dba], ttl_seconds: 900}
+    when:
+      effects: [write]
+      relations_any: [public.customers]
+"""
 APP_ROLE = "hoop_app"
 READ_ROLE = "hoop_reader"
 DB = "shop"
@@ -97,10 +111,14 @@ def prepare_workdir(workdir: Path, issuer: DemoIssuer) -> tuple[EmbeddedPostgres
     dsn_file.chmod(0o600)
     preset = resources.files("hoop_mcp").joinpath("policies/writes-need-confirmation.yaml").read_text()
     (workdir / "policy.yaml").write_text(preset)
+    (workdir / "review.yaml").write_text(REVIEW_POLICY)
     (workdir / "masking.yaml").write_text(MASKING_YAML)
     token_file = secret_dir / "agent-token"
     token_file.write_text(issuer.mint(subject=AGENT, groups=["engineers"], name="Demo coding agent"))
     token_file.chmod(0o600)
+    approver_file = secret_dir / "approver-token"
+    approver_file.write_text(issuer.mint(subject=APPROVER, groups=["dba"], name="Dana (DBA)"))
+    approver_file.chmod(0o600)
     hash_key = secret_dir / "masking-hash-key"
     _secret_file(hash_key)
     config = workdir / "hoop-mcp.yaml"
@@ -117,9 +135,12 @@ def prepare_workdir(workdir: Path, issuer: DemoIssuer) -> tuple[EmbeddedPostgres
                 issuer: {issuer.url}
                 audience: {DEMO_AUDIENCE}
               token: {{file: secrets/agent-token}}
-            policy_files: [policy.yaml, masking.yaml]
+            policy_files: [policy.yaml, review.yaml, masking.yaml]
             audit:
               sqlite_path: audit.db
+            approvals:
+              # The agent can never approve; Dana (group dba) approves with her own token.
+              agents: {{subjects: ["{AGENT}"]}}
             masking:
               hash_key: {{file: secrets/masking-hash-key}}
             connections:
@@ -150,9 +171,20 @@ def _print_result(result: Any) -> None:
         text = " ".join(getattr(c, "text", "") for c in result.content)
         _say(textwrap.indent(textwrap.fill(text, 100), "    ✗ "))
         return
+    if data.get("outcome") == "pending_approval":
+        pending = data["pending_approval"]
+        _say(f"    ⏸ held for approval {pending['approval_id']} ({pending['approvers']}); nothing ran")
+        return
+    if "status" in data and "decided_by" in data:
+        who = ", ".join(data["decided_by"]) or "nobody yet"
+        _say(f"    ✓ approval {data['approval_id']}: {data['status']} (by {who}: {data['reason']})")
+        return
+    if "query_db" in data and isinstance(data["query_db"], dict):
+        data = data["query_db"]
     if "rows" in data:
         cols = [c["name"] for c in data["columns"]]
-        _say("    " + " | ".join(cols))
+        if cols:
+            _say("    " + " | ".join(cols))
         for row in data["rows"][:5]:
             _say("    " + " | ".join("NULL" if v is None else str(v) for v in row))
         _say(f"    ✓ {data['message']}  (rule: {data['rule_id']})")
@@ -235,6 +267,40 @@ async def _agent_session(config: Path) -> None:
             with anyio.fail_after(60):
                 result = await client.call_tool(tool, args)
             _print_result(result)
+        await _four_eyes(client, config, env)
+
+
+async def _four_eyes(client: Any, config: Path, env: dict[str, str]) -> None:
+    """Step 7: a held call, approved by another person through the CLI, then executed once."""
+    sql = "UPDATE customers SET name = 'Bram Otter-Quill' WHERE id = 2"
+    _say()
+    _say("7. Changing a customer record needs a second person (policy verdict 'review')")
+    _say(f"  → query_db({json.dumps(sql)})")
+    with anyio.fail_after(60):
+        result = await client.call_tool("query_db", {"connection": "shop", "sql": sql})
+    _print_result(result)
+    approval_id = (result.structured_content or {}).get("pending_approval", {}).get("approval_id")
+    if not approval_id:
+        raise HoopError("the demo expected the change to be held for approval")
+    _say(f"  Dana ({APPROVER}, group dba) approves from her own terminal, with her own token:")
+    _say(f"  $ hoop-mcp approvals approve {approval_id} --reason 'customer asked, ticket CS-481'")
+    approver_env = {**env, "HOOP_APPROVER_TOKEN": (config.parent / "secrets" / "approver-token").read_text()}
+    command = [*_server_command(config)[:-3], "approvals", "approve", approval_id]
+    command += ["--reason", "customer asked, ticket CS-481", "--config", str(config)]
+    with anyio.fail_after(60):
+        done = await anyio.run_process(command, env=approver_env, check=False)
+    for line in done.stdout.decode(errors="replace").splitlines():
+        _say(f"    {line}")
+    if done.returncode != 0:
+        raise HoopError("approving failed: " + done.stderr.decode(errors="replace")[-500:])
+    _say(f"  → approval_wait({json.dumps(approval_id)})")
+    with anyio.fail_after(60):
+        waited = await client.call_tool("approval_wait", {"approval_id": approval_id, "timeout_seconds": 30})
+    _print_result(waited)
+    _say(f"  → approval_execute({json.dumps(approval_id)}): exactly the approved statement, once")
+    with anyio.fail_after(60):
+        executed = await client.call_tool("approval_execute", {"approval_id": approval_id})
+    _print_result(executed)
 
 
 def run_demo(*, workdir: Path | None, serve: bool) -> int:
@@ -250,14 +316,14 @@ def run_demo(*, workdir: Path | None, serve: bool) -> int:
             return _serve_instructions(config)
         anyio.run(_agent_session, config)
         _say()
-        _say("7. hoop-mcp audit verify")
+        _say("8. hoop-mcp audit verify")
         from hoop_mcp.cli import main as cli_main
 
         rc = cli_main(["audit", "verify", "--config", str(config)])
         if rc != 0:
             raise HoopError("the audit log did not verify")
         _say()
-        _say("8. hoop-mcp replay (the session just recorded)")
+        _say("9. hoop-mcp replay (the session just recorded)")
         cli_main(["replay", "--config", str(config)])
         _say()
         _say(f"Done. Everything is in {workdir}. Try: hoop-mcp demo --serve --workdir {workdir}")
