@@ -32,10 +32,11 @@ ROOT_POLICIES = ROOT / "policies"
 
 SERVER_CONFIGS = ("hoop-mcp.yaml",)
 POLICIES = ("policy-analysts.yaml",)
+REVIEW_POLICIES = ("policy-four-eyes.yaml",)
 CLIENT_JSON = ("claude_desktop_config.json", "vscode-mcp.json")
 MARKDOWN = ("claude-code.md",)
 WORKFLOWS = ("ci-workflow.yaml",)
-COVERED = {*SERVER_CONFIGS, *POLICIES, *CLIENT_JSON, *MARKDOWN, *WORKFLOWS}
+COVERED = {*SERVER_CONFIGS, *POLICIES, *REVIEW_POLICIES, *CLIENT_JSON, *MARKDOWN, *WORKFLOWS}
 
 HEREDOC = re.compile(
     r"^cat > \"?(?P<target>[^\"\s]+)\"? <<'EOF'\n(?P<body>.*?)^EOF$", re.MULTILINE | re.DOTALL
@@ -77,6 +78,37 @@ def test_policy_example_loads(name: str) -> None:
     verdicts = {str(rule.verdict) for rule in policy.rules}
     assert {"allow", "confirm", "deny"} <= verdicts
     assert policy.masking.columns
+
+
+@pytest.mark.parametrize("name", REVIEW_POLICIES)
+def test_four_eyes_example_holds_customer_changes_for_a_dba_and_keeps_team_denials(name: str) -> None:
+    from hoop_mcp.core.models import Plan, Principal, Verdict
+    from hoop_mcp.core.policy import CallFacts, evaluate
+
+    policy = load_policy_files([EXAMPLES / "policy-analysts.yaml", EXAMPLES / name])
+    engineer = Principal(subject="ana", issuer="https://login.example.com", groups=("engineers",))
+    change = Plan(effect="write", command="UPDATE", relations_written=("public.customers",))
+    decision = evaluate(
+        policy, CallFacts(tool="query_db", connection="shop", principal=engineer, plan=change)
+    )
+    assert decision.verdict is Verdict.REVIEW
+    assert decision.rule_id == "customer-data-needs-a-dba"
+    assert decision.review is not None
+    assert decision.review.approver_groups == ("dba",)
+    orders = change.model_copy(update={"relations_written": ("public.orders",)})
+    plain = evaluate(policy, CallFacts(tool="query_db", connection="shop", principal=engineer, plan=orders))
+    assert plain.verdict is Verdict.CONFIRM  # the team policy's confirmed writes are unchanged
+    ddl = Plan(effect="ddl", command="DROP", relations_written=("public.customers",))
+    denied = evaluate(policy, CallFacts(tool="query_db", connection="shop", principal=engineer, plan=ddl))
+    assert denied.verdict is Verdict.DENY  # deny still beats review
+
+
+def test_the_example_config_configures_approvals_for_its_review_rules() -> None:
+    config = load_config(EXAMPLES / "hoop-mcp.yaml")
+    assert config.approvals is not None
+    assert config.approvals.agents.subjects or config.approvals.agents.groups
+    assert config.approvals.link_base == "https://hoop.example.com"
+    assert {hook.format for hook in config.approvals.webhooks} == {"slack", "json"}
 
 
 # -- agent client configurations -------------------------------------------------------------------
