@@ -43,7 +43,7 @@ from hoop_mcp.core.approvals import (
     refuse,
 )
 from hoop_mcp.core.audit import canonical_json
-from hoop_mcp.core.errors import ApprovalError
+from hoop_mcp.core.errors import ApprovalError, AuditWriteError
 from hoop_mcp.core.models import Decision, Plan, Principal, ReviewSettings, Verdict
 from hoop_mcp.stores.sqlite import SqliteAuditLog
 from hoop_mcp.stores.sqlite_approvals import SqliteApprovalStore
@@ -746,3 +746,18 @@ async def test_waiting_on_an_approval_nobody_decides_returns_it_still_pending(en
         approval = await engine.service.wait(pending.approval.approval_id, up_to_s=0.3)
     assert approval.state in LIVE_STATES
     assert anyio.current_time() - start >= 0.29
+
+
+@pytest.mark.anyio
+async def test_a_decision_that_cannot_be_audited_voids_the_approval(engine: Engine) -> None:
+    pending = await engine.service.admit(review_call())
+    assert isinstance(pending, Pending)
+    approval_id = pending.approval.approval_id
+    await engine.audit.close()  # the audit log can no longer be written
+    with pytest.raises(AuditWriteError):
+        await engine.service.decide(approval_id, approver=BOB, approve=True, reason="ok", channel="cli")
+    after = await engine.store.get(approval_id)
+    assert after is not None
+    assert after.state is ApprovalState.REFUSED
+    assert after.final_reason == "a decision could not be recorded in the audit log"
+    assert after not in await engine.store.find_live(after.request.binding)  # nothing can use it

@@ -6,6 +6,19 @@ module), or ``with running_issuer() as issuer:`` where a fixture does not fit (e
     token = issuer.mint(sub="alice", groups=["dba"])
     kid = issuer.rotate_key()               # publish a new RSA key and sign with it from now on
     issuer.jwks_fetches                     # how many times /jwks.json was served
+
+It also runs the authorization code flow with PKCE (S256) for browser logins, advertised in the
+discovery document as ``authorization_endpoint`` (``/authorize``) and ``token_endpoint`` (``/token``):
+
+    issuer.add_user("bob", groups=["dba"], name="Bob", email="bob@example.com")
+    issuer.register_client("approvals", redirect_uris=["http://localhost:8765/callback"], secret=None)
+
+``/authorize`` shows a tiny HTML form (no JavaScript): type a registered subject into the ``login``
+field and submit; it redirects to the client's ``redirect_uri`` with ``code``, ``state`` and ``iss``.
+``/token`` accepts each code once, within ``code_ttl_seconds``, for the same client and
+``redirect_uri`` and the matching PKCE ``code_verifier``; client secrets are accepted as
+``client_secret_post`` or ``client_secret_basic``. It returns an RS256 ``id_token`` (aud = client id,
+``azp``, ``nonce``, ``sub``, ``groups``, ``name``, ``email``) and an ``access_token``.
 """
 
 from __future__ import annotations
@@ -13,11 +26,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
+import re
+import secrets
 import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +81,86 @@ def public_pem(key: PrivateKey) -> bytes:
 
 
 @dataclass(frozen=True)
+class IssuerUser:
+    """Someone who can log in at ``/authorize`` (by typing their subject)."""
+
+    sub: str
+    groups: tuple[str, ...] = ()
+    name: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class IssuerClient:
+    """A relying party registered for the authorization code flow."""
+
+    client_id: str
+    redirect_uris: tuple[str, ...]
+    #: ``None``: a public client (PKCE only); otherwise the token endpoint requires this secret.
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class _CodeGrant:
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    nonce: str | None
+    scope: str
+    sub: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    location: str | None = None
+
+
+#: RFC 7636: a code verifier is 43-128 characters of [A-Za-z0-9-._~]; an S256 challenge is 43.
+_VERIFIER_RE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_CHALLENGE_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+_MAX_FORM_BYTES = 64 * 1024
+
+
+def s256(verifier: str) -> str:
+    """The PKCE S256 challenge of ``verifier``."""
+    return b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def _json_reply(status: int, document: Mapping[str, Any]) -> Reply:
+    return Reply(status, json.dumps(dict(document)).encode())
+
+
+def _html_reply(status: int, title: str, body_html: str) -> Reply:
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>{body_html}</body></html>"
+    )
+    return Reply(status, page.encode(), content_type="text/html; charset=utf-8")
+
+
+def _form_fields(raw: str) -> dict[str, str] | None:
+    """``application/x-www-form-urlencoded`` (or a query) as a dict; ``None`` if a field repeats."""
+    try:
+        pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True, strict_parsing=False, max_num_fields=50)
+    except ValueError:
+        return None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            return None
+        fields[name] = value
+    return fields
+
+
+def _with_query(url: str, params: Mapping[str, str]) -> str:
+    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+
+
+@dataclass(frozen=True)
 class SigningKey:
     kid: str
     alg: str
@@ -94,6 +191,15 @@ class OidcIssuer:
         self.override_body: dict[str, bytes] = {}
         #: Replace the discovery document's ``issuer`` value.
         self.discovery_issuer: str | None = None
+        #: Authorization code flow: who can log in, which clients exist, codes not yet redeemed.
+        self.users: dict[str, IssuerUser] = {}
+        self.clients: dict[str, IssuerClient] = {}
+        self._codes: dict[str, _CodeGrant] = {}
+        self.code_ttl_seconds = 60.0
+        #: Claims merged last into every id_token ``/token`` issues (to test relying parties' checks).
+        self.id_token_extra: dict[str, Any] = {}
+        #: Every form ``/token`` received, in order (secrets included: tests only).
+        self.token_requests: list[dict[str, str]] = []
         #: While clear, requests hang (until released or stopped) to test client timeouts.
         self._serving = threading.Event()
         self._serving.set()
@@ -102,22 +208,56 @@ class OidcIssuer:
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
+            def _wait_until_serving(self) -> bool:
                 if not issuer._serving.is_set():
                     issuer._serving.wait(timeout=30)
                     if issuer._stopped.is_set():
                         self.close_connection = True
-                        return
+                        return False
+                return True
+
+            def _send(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.send_header("Cache-Control", "no-store")
+                if reply.location is not None:
+                    self.send_header("Location", reply.location)
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                if not self._wait_until_serving():
+                    return
+                if path == "/authorize" and path not in issuer.override_body:
+                    self._send(issuer._authorize_page(query))
+                    return
                 body = issuer._body(path)
                 if body is None:
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self._send(Reply(200, body))
+
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not self._wait_until_serving():
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length", ""))
+                except ValueError:
+                    self.send_error(411)
+                    return
+                if not 0 <= length <= _MAX_FORM_BYTES:
+                    self.send_error(413)
+                    return
+                raw = self.rfile.read(length).decode("utf-8", "replace")
+                if path == "/authorize":
+                    self._send(issuer._authorize_login(raw))
+                elif path == "/token":
+                    self._send(issuer._token(raw, self.headers.get("Authorization")))
+                else:
+                    self.send_error(404)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -127,6 +267,8 @@ class OidcIssuer:
         self.port = self._server.server_address[1]
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.jwks_url = f"{self.issuer}/jwks.json"
+        self.authorization_endpoint = f"{self.issuer}/authorize"
+        self.token_endpoint = f"{self.issuer}/token"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="oidc-issuer", daemon=True
         )
@@ -146,12 +288,212 @@ class OidcIssuer:
                 document = {
                     "issuer": self.discovery_issuer or self.issuer,
                     "jwks_uri": self.jwks_url,
+                    "authorization_endpoint": self.authorization_endpoint,
+                    "token_endpoint": self.token_endpoint,
+                    "response_types_supported": ["code"],
+                    "grant_types_supported": ["authorization_code"],
+                    "code_challenge_methods_supported": ["S256"],
+                    "token_endpoint_auth_methods_supported": [
+                        "none",
+                        "client_secret_post",
+                        "client_secret_basic",
+                    ],
+                    "scopes_supported": ["openid", "profile", "email"],
+                    "subject_types_supported": ["public"],
                     "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                    "authorization_response_iss_parameter_supported": True,
                 }
                 return json.dumps(document).encode()
             if path == "/jwks.json":
                 return json.dumps({"keys": [key.jwk() for key in self._keys]}).encode()
         return None
+
+    # -- authorization code flow ---------------------------------------------------------------------
+
+    def add_user(
+        self,
+        sub: str,
+        *,
+        groups: Sequence[str] = (),
+        name: str | None = None,
+        email: str | None = None,
+    ) -> IssuerUser:
+        user = IssuerUser(sub=sub, groups=tuple(groups), name=name, email=email)
+        with self._lock:
+            self.users[sub] = user
+        return user
+
+    def register_client(
+        self, client_id: str, *, redirect_uris: Sequence[str], secret: str | None = None
+    ) -> IssuerClient:
+        client = IssuerClient(client_id=client_id, redirect_uris=tuple(redirect_uris), secret=secret)
+        with self._lock:
+            self.clients[client_id] = client
+        return client
+
+    def _check_authorization_request(
+        self, fields: Mapping[str, str]
+    ) -> tuple[Reply | None, IssuerClient | None]:
+        """(a reply refusing the request, or ``None``; the client when the request is acceptable)."""
+        with self._lock:
+            client = self.clients.get(fields.get("client_id", ""))
+        if client is None:
+            return _html_reply(400, "Unknown client", "<p>client_id is not registered.</p>"), None
+        redirect_uri = fields.get("redirect_uri", "")
+        if redirect_uri not in client.redirect_uris:
+            # Never redirect to an unregistered URI: show the error here instead.
+            return _html_reply(400, "Bad redirect_uri", "<p>redirect_uri is not registered.</p>"), None
+
+        def refuse(error: str, description: str) -> tuple[Reply, None]:
+            params = {"error": error, "error_description": description, "iss": self.issuer}
+            if "state" in fields:
+                params["state"] = fields["state"]
+            return Reply(303, b"", location=_with_query(redirect_uri, params)), None
+
+        if fields.get("response_type") != "code":
+            return refuse("unsupported_response_type", "only response_type=code is supported")
+        if fields.get("code_challenge_method") != "S256":
+            return refuse("invalid_request", "PKCE with code_challenge_method=S256 is required")
+        if not _CHALLENGE_RE.fullmatch(fields.get("code_challenge", "")):
+            return refuse("invalid_request", "code_challenge must be an S256 challenge")
+        if "openid" not in fields.get("scope", "").split():
+            return refuse("invalid_scope", "the openid scope is required")
+        return None, client
+
+    def _authorize_page(self, query: str) -> Reply:
+        fields = _form_fields(query)
+        if fields is None:
+            return _html_reply(400, "Bad request", "<p>a parameter is repeated or malformed.</p>")
+        refusal, _ = self._check_authorization_request(fields)
+        if refusal is not None:
+            return refusal
+        return self._login_form(fields, problem=None)
+
+    def _login_form(self, fields: Mapping[str, str], *, problem: str | None) -> Reply:
+        keep = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce")
+        hidden = "".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(fields[name], quote=True)}">'
+            for name in (*keep, "code_challenge", "code_challenge_method")
+            if name in fields
+        )
+        error = f'<p id="error">{html.escape(problem)}</p>' if problem else ""
+        body = (
+            f"{error}<form method='post' action='/authorize'>{hidden}"
+            "<label for='login'>Subject</label> <input id='login' name='login' autocomplete='off'>"
+            "<button id='submit' type='submit'>Log in</button></form>"
+        )
+        return _html_reply(401 if problem else 200, "Test issuer login", body)
+
+    def _authorize_login(self, raw: str) -> Reply:
+        fields = _form_fields(raw)
+        if fields is None:
+            return _html_reply(400, "Bad request", "<p>a field is repeated or malformed.</p>")
+        refusal, client = self._check_authorization_request(fields)
+        if refusal is not None or client is None:
+            return refusal or _html_reply(400, "Bad request", "")
+        with self._lock:
+            user = self.users.get(fields.get("login", ""))
+        if user is None:
+            return self._login_form(fields, problem="unknown user")
+        code = secrets.token_urlsafe(24)
+        grant = _CodeGrant(
+            client_id=client.client_id,
+            redirect_uri=fields["redirect_uri"],
+            code_challenge=fields["code_challenge"],
+            nonce=fields.get("nonce") or None,
+            scope=fields.get("scope", ""),
+            sub=user.sub,
+            expires_at=time.monotonic() + self.code_ttl_seconds,
+        )
+        with self._lock:
+            self._codes[code] = grant
+        params = {"code": code, "iss": self.issuer}
+        if "state" in fields:
+            params["state"] = fields["state"]
+        return Reply(303, b"", location=_with_query(grant.redirect_uri, params))
+
+    def _client_credentials(
+        self, fields: Mapping[str, str], authorization: str | None
+    ) -> tuple[str, str | None] | None:
+        if authorization is not None:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "basic":
+                return None
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except ValueError:
+                return None
+            client_id, sep, secret = decoded.partition(":")
+            if not sep:
+                return None
+            return urllib.parse.unquote(client_id), urllib.parse.unquote(secret)
+        return fields.get("client_id", ""), fields.get("client_secret")
+
+    def _token(self, raw: str, authorization: str | None) -> Reply:
+        fields = _form_fields(raw)
+        if fields is None:
+            return _json_reply(400, {"error": "invalid_request"})
+        with self._lock:
+            self.token_requests.append(dict(fields))
+        if fields.get("grant_type") != "authorization_code":
+            return _json_reply(400, {"error": "unsupported_grant_type"})
+        credentials = self._client_credentials(fields, authorization)
+        if credentials is None:
+            return _json_reply(401, {"error": "invalid_client"})
+        client_id, secret = credentials
+        with self._lock:
+            client = self.clients.get(client_id)
+            # Single use: a code is gone once presented, whatever happens next.
+            grant = self._codes.pop(fields.get("code", ""), None)
+        if client is None:
+            return _json_reply(401, {"error": "invalid_client"})
+        if client.secret is not None and not (
+            secret is not None and hmac.compare_digest(secret.encode(), client.secret.encode())
+        ):
+            return _json_reply(401, {"error": "invalid_client", "error_description": "bad client secret"})
+
+        def invalid(description: str) -> Reply:
+            return _json_reply(400, {"error": "invalid_grant", "error_description": description})
+
+        if grant is None:
+            return invalid("unknown or already used code")
+        if time.monotonic() > grant.expires_at:
+            return invalid("the code expired")
+        if grant.client_id != client.client_id:
+            return invalid("the code was issued to another client")
+        if fields.get("redirect_uri") != grant.redirect_uri:
+            return invalid("redirect_uri differs from the authorization request")
+        verifier = fields.get("code_verifier", "")
+        if not _VERIFIER_RE.fullmatch(verifier) or not hmac.compare_digest(
+            s256(verifier), grant.code_challenge
+        ):
+            return invalid("PKCE verification failed")
+        with self._lock:
+            user = self.users[grant.sub]
+            tamper = dict(self.id_token_extra)
+        claims: dict[str, Any] = {"azp": client.client_id}
+        if grant.nonce is not None:
+            claims["nonce"] = grant.nonce
+        if user.name is not None:
+            claims["name"] = user.name
+        if user.email is not None:
+            claims["email"] = user.email
+        id_token = self.mint(
+            sub=user.sub, groups=user.groups, aud=client.client_id, extra={**claims, **tamper}
+        )
+        access_token = self.mint(
+            sub=user.sub, groups=user.groups, extra={"client_id": client.client_id, "scope": grant.scope}
+        )
+        return _json_reply(
+            200,
+            {
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": 300,
+                "id_token": id_token,
+                "scope": grant.scope,
+            },
+        )
 
     def hang(self) -> None:
         """Accept connections but never answer (until :meth:`release` or :meth:`stop`)."""

@@ -35,7 +35,7 @@ import anyio.abc
 from pydantic import Field, JsonValue
 
 from hoop_mcp.core.audit import AuditLog, canonical_json
-from hoop_mcp.core.errors import ApprovalError
+from hoop_mcp.core.errors import ApprovalError, AuditWriteError
 from hoop_mcp.core.models import (
     ApprovalEvidence,
     AuditEvent,
@@ -678,7 +678,22 @@ class ApprovalService:
             event = "denied"
         else:
             event = "voted"
-        await self._record(after, event=event, actor=approver, reason=vote.reason, channel=channel)
+        try:
+            await self._record(after, event=event, actor=approver, reason=vote.reason, channel=channel)
+        except AuditWriteError:
+            # No record, no approval: void it so an unrecorded decision can never admit a call.
+            log.error("approval %s: the decision could not be recorded; voiding it", approval_id)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.update(
+                        approval_id,
+                        lambda a: refuse(a, reason="a decision could not be recorded in the audit log")
+                        if a.state in LIVE_STATES
+                        else a,
+                    )
+                except ApprovalError:
+                    log.exception("approval %s: could not void it either", approval_id)
+            raise
         return after
 
     async def _record_refused_vote(self, approval: Approval, vote: Vote, exc: ApprovalError) -> None:
