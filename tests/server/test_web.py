@@ -19,7 +19,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,12 +33,9 @@ from typing import Any
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 from starlette.applications import Starlette
 
 from hoop_mcp.config import ApprovalWebConfig
@@ -50,11 +46,11 @@ from hoop_mcp.core.models import Principal
 from hoop_mcp.server.web import MAX_BODY_BYTES, ApprovalPage, build_approval_app, listen_socket, serve_app
 from hoop_mcp.stores.sqlite import SqliteAuditLog
 from tests.support.approvals import BreakableStore, ManualClock, open_store, review_call
+from tests.support.browser import WAIT_S, path_of, wait_for
 from tests.support.hoop import preset_text
 from tests.support.oidc import OidcIssuer, s256
 
 CLIENT_ID = "hoop-approvals-page"
-WAIT_S = 20.0
 HOSTILE_STATEMENT = (
     "UPDATE shop.orders SET note = '<script>document.title=\"pwned\"</script>'\n"
     "-- Writes: nothing\u202e,olleh\u200b WHERE id = 1\r-- Flags: none"
@@ -306,60 +302,6 @@ def session_of(rig: Rig, client: Http) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ browser
-
-
-def _browser_binaries() -> tuple[str, str] | None:
-    chromium = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-    )
-    driver = shutil.which("chromedriver") or (
-        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
-    )
-    return (chromium, driver) if chromium and driver else None
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    binaries = _browser_binaries()
-    if binaries is None:
-        message = (
-            "headless browser tests need chromium and chromedriver (apt-get install chromium chromium-driver)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run them")
-        pytest.skip(message)
-    chromium, chromedriver = binaries
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
-    driver.set_page_load_timeout(WAIT_S)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(driver: WebDriver, condition: Any, what: str) -> Any:
-    return WebDriverWait(driver, WAIT_S).until(
-        condition, message=f"waiting for {what}; at {driver.current_url}"
-    )
-
-
-def path_of(driver: WebDriver) -> str:
-    return urllib.parse.urlsplit(driver.current_url).path
 
 
 def browser_login(driver: WebDriver, rig: Rig, sub: str, *, path: str = "/approvals") -> None:
