@@ -64,7 +64,16 @@ async def test_an_approval_from_the_cli_wakes_the_waiting_agent_which_then_runs_
                 await anyio.wait_all_tasks_blocked()
                 # Another person, another process, their own token (never a command-line value).
                 done = await anyio.run_process(
-                    [*CLI, "approvals", "approve", approval_id, "--reason", "ticket OPS-77", "--config", str(base.config_path)],
+                    [
+                        *CLI,
+                        "approvals",
+                        "approve",
+                        approval_id,
+                        "--reason",
+                        "ticket OPS-77",
+                        "--config",
+                        str(base.config_path),
+                    ],
                     env={**os.environ, **base.environ, "HOOP_APPROVER_TOKEN": approver_token},
                     check=False,
                 )
@@ -99,7 +108,16 @@ async def test_the_agents_own_token_cannot_approve_from_the_cli(
             pending = _data(await agent.call_tool("query_db", {"connection": "shop", "sql": DELETE}))
             approval_id = pending["pending_approval"]["approval_id"]
             done = await anyio.run_process(
-                [*CLI, "approvals", "approve", approval_id, "--reason", "trust me", "--config", str(base.config_path)],
+                [
+                    *CLI,
+                    "approvals",
+                    "approve",
+                    approval_id,
+                    "--reason",
+                    "trust me",
+                    "--config",
+                    str(base.config_path),
+                ],
                 env={**os.environ, **base.environ, "HOOP_APPROVER_TOKEN": agent_token},
                 check=False,
             )
@@ -135,7 +153,7 @@ async def test_an_approver_approves_on_the_page_in_chromium_and_the_agent_runs_t
         tmp_path, shop, identity=_identity(oidc_issuer), policy=POLICY, extra=_approvals_section(web)
     )
     agent_setup: HoopSetup = _as(base, oidc_issuer.mint(sub="agent-7", groups=["agents"]))
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: ASYNC220 - a server for the whole test, its stderr read in a thread
         [*CLI, "approvals", "web", "--config", str(base.config_path)],
         stderr=subprocess.PIPE,
         text=True,
