@@ -761,3 +761,22 @@ async def test_a_decision_that_cannot_be_audited_voids_the_approval(engine: Engi
     assert after.state is ApprovalState.REFUSED
     assert after.final_reason == "a decision could not be recorded in the audit log"
     assert after not in await engine.store.find_live(after.request.binding)  # nothing can use it
+
+
+@pytest.mark.anyio
+async def test_an_edited_rule_voids_approvals_given_under_the_old_one(engine: Engine) -> None:
+    import dataclasses
+
+    def under(call: ReviewCall, digest: str) -> ReviewCall:
+        return dataclasses.replace(call, decision=call.decision.model_copy(update={"rule_digest": digest}))
+
+    pending = await engine.service.admit(under(review_call(call_id="call-1"), "sha256:quorum-1"))
+    assert isinstance(pending, Pending)
+    await engine.service.decide(
+        pending.approval.approval_id, approver=BOB, approve=True, reason="ok", channel="cli"
+    )
+    # The operator tightened the rule (say, quorum 2) before the agent ran the call.
+    refused = await engine.service.admit(under(review_call(call_id="call-2"), "sha256:quorum-2"))
+    assert isinstance(refused, Refused)
+    assert refused.decision.rule_id == "approval.plan_changed"
+    assert "was edited since the approval was requested" in refused.decision.reason

@@ -762,3 +762,16 @@ def test_review_beats_confirm_and_allow_but_deny_beats_review() -> None:
         evaluate(policy(rule("a", "allow"), rule("c", "confirm"), rule("r", "review")), call).rule_id == "r"
     )
     assert evaluate(policy(rule("r", "review"), rule("d", "deny")), call).rule_id == "d"
+
+
+def test_a_review_decision_names_the_rule_as_written_so_an_edit_is_detectable() -> None:
+    call = facts(effect="write")
+    before = evaluate(load_policy_text(REVIEW_RULE, source="team.yaml"), call)
+    after = evaluate(
+        load_policy_text(REVIEW_RULE.replace("quorum: 2", "quorum: 3"), source="team.yaml"), call
+    )
+    assert before.rule_id == after.rule_id
+    assert before.rule_digest is not None
+    assert before.rule_digest.startswith("sha256:")
+    assert before.rule_digest != after.rule_digest
+    assert evaluate(policy(rule("a", "allow")), call).rule_digest is None

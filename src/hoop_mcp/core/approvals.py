@@ -140,6 +140,8 @@ class ApprovalRequest(FrozenModel):
     estimate_rows: float | None = None
     rule_id: str
     rule_reason: str
+    #: Digest of the deciding rule when requested (see ``Decision.rule_digest``).
+    rule_digest: str | None = None
     review: ReviewSettings
     binding: str
     created_at: datetime
@@ -307,11 +309,15 @@ def refuse(approval: Approval, *, reason: str) -> Approval:
     )
 
 
-def plan_change(approval: Approval, *, plan: Plan, rule_id: str) -> str | None:
+def plan_change(
+    approval: Approval, *, plan: Plan, rule_id: str, rule_digest: str | None = None
+) -> str | None:
     """Why the recomputed plan no longer matches what was approved (``None`` when it does)."""
     request = approval.request
     if rule_id != request.rule_id:
         return f"policy changed: the call is now decided by rule {rule_id!r}, not {request.rule_id!r}"
+    if rule_digest != request.rule_digest:
+        return f"policy changed: rule {rule_id!r} was edited since the approval was requested"
     if plan_digest(plan) != request.plan_digest:
         return "the plan changed since it was approved (the server's reading of the call differs)"
     before, after = request.estimate_rows, estimate_rows(plan)
@@ -557,6 +563,7 @@ class ApprovalService:
             estimate_rows=estimate_rows(call.plan),
             rule_id=call.decision.rule_id,
             rule_reason=call.decision.reason,
+            rule_digest=call.decision.rule_digest,
             review=review,
             binding=binding,
             created_at=now,
@@ -583,7 +590,9 @@ class ApprovalService:
             log.exception("approval %s: cannot record the notification", approval.approval_id)
 
     async def _use(self, approval: Approval, call: ReviewCall) -> Admission:
-        problem = plan_change(approval, plan=call.plan, rule_id=call.decision.rule_id)
+        problem = plan_change(
+            approval, plan=call.plan, rule_id=call.decision.rule_id, rule_digest=call.decision.rule_digest
+        )
         now = self.clock()
         if problem is not None:
             _, after = await self.store.update(approval.approval_id, lambda a: refuse(a, reason=problem))

@@ -131,6 +131,9 @@ class Decision(FrozenModel):
     matched: tuple[str, ...] = ()
     #: For ``review``: who may approve (copied from the deciding rule).
     review: ReviewSettings | None = None
+    #: Digest of the deciding rule as written (verdict, conditions, review settings): an approval
+    #: is void when the rule that would decide the call changed since it was requested.
+    rule_digest: str | None = None
 
 
 class Confirmation(FrozenModel):

@@ -10,6 +10,7 @@ The format is public: see ``docs/policies.md`` and ``schemas/policy.schema.json`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -529,7 +530,13 @@ def _decide(policy: Policy, facts: CallFacts, traces: Sequence[RuleTrace]) -> De
         reason=winner.effective_reason,
         matched=tuple(rule.id for rule in matched),
         review=winner.review,
+        rule_digest=_rule_digest(winner) if winner.verdict is Verdict.REVIEW else None,
     )
+
+
+def _rule_digest(rule: Rule) -> str:
+    data = json.dumps(rule.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
 def explain(policy: Policy, facts: CallFacts) -> tuple[Decision, tuple[RuleTrace, ...]]:
