@@ -780,3 +780,58 @@ async def test_an_edited_rule_voids_approvals_given_under_the_old_one(engine: En
     assert isinstance(refused, Refused)
     assert refused.decision.rule_id == "approval.plan_changed"
     assert "was edited since the approval was requested" in refused.decision.reason
+
+
+@pytest.mark.anyio
+async def test_concurrent_identical_calls_share_one_pending_request(engine: Engine) -> None:
+    other_store = await SqliteApprovalStore.open(engine.path)
+    other = ApprovalService(store=other_store, audit=engine.audit, agents=AGENTS)
+    results: list[object] = []
+
+    async def admit(service: ApprovalService, call_id: str) -> None:
+        results.append(await service.admit(review_call(call_id=call_id)))
+
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for index in range(8):
+                    tg.start_soon(admit, engine.service if index % 2 else other, f"same-{index}")
+    finally:
+        await other_store.close()
+    assert all(isinstance(r, Pending) for r in results)
+    assert len({r.approval.approval_id for r in results if isinstance(r, Pending)}) == 1
+    assert sum(1 for r in results if isinstance(r, Pending) and r.created) == 1
+    assert len(await engine.store.list()) == 1
+
+
+@pytest.mark.anyio
+async def test_a_requester_cannot_flood_approvers_with_requests(engine: Engine) -> None:
+    import dataclasses
+
+    from hoop_mcp.core.approvals import MAX_LIVE_PER_REQUESTER
+
+    for index in range(MAX_LIVE_PER_REQUESTER):
+        call = dataclasses.replace(review_call(call_id=f"c{index}"), arguments_digest=f"sha256:{index:064x}")
+        assert isinstance(await engine.service.admit(call), Pending)
+    one_more = dataclasses.replace(review_call(call_id="c-extra"), arguments_digest="sha256:" + "f" * 64)
+    refused = await engine.service.admit(one_more)
+    assert isinstance(refused, Refused)
+    assert refused.decision.rule_id == "approval.too_many_pending"
+    # Someone else is not affected.
+    assert isinstance(await engine.service.admit(review_call(call_id="carol-1", who=CAROL)), Pending)
+
+
+@pytest.mark.anyio
+async def test_the_sweep_ends_forgotten_requests_and_drops_their_raw_arguments(engine: Engine) -> None:
+    now = [T0]
+    service = ApprovalService(store=engine.store, audit=engine.audit, agents=AGENTS, clock=lambda: now[0])
+    pending = await service.admit(review_call())
+    assert isinstance(pending, Pending)
+    approval_id = pending.approval.approval_id
+    assert await engine.store.raw_arguments(approval_id) == ARGUMENTS
+    assert await service.sweep() == 0  # not due yet
+    now[0] = T0 + timedelta(seconds=REVIEW.ttl_seconds) + SKEW + timedelta(seconds=1)
+    assert await service.sweep() == 1
+    assert await engine.store.raw_arguments(approval_id) is None
+    assert (await engine.store.get(approval_id) or pending.approval).state is ApprovalState.EXPIRED
+    assert (await approval_events(engine.audit))[-1] == ("expired", "expired", None)

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -33,7 +34,15 @@ from hoop_mcp.core.models import Principal
 from hoop_mcp.stores import wakeup
 from hoop_mcp.stores.sqlite import SqliteAuditLog
 from hoop_mcp.stores.sqlite_approvals import SqliteApprovalStore
-from tests.core.test_approvals import AGENTS, ALICE, ARGUMENTS, BOB, CAROL, SKEW, T0, make_approval, vote
+from tests.core.test_approvals import AGENTS, ALICE, ARGUMENTS, BOB, CAROL, SKEW, T0, vote
+from tests.core.test_approvals import make_approval as _make_approval
+
+
+def make_approval(**options: Any) -> Approval:
+    """An approval with a binding of its own (the store keeps one live approval per binding)."""
+    options.setdefault("binding", "binding-" + str(options.get("approval_id", "apr_test")))
+    return _make_approval(**options)
+
 
 pytestmark = pytest.mark.anyio
 
@@ -99,22 +108,27 @@ async def test_creating_the_same_approval_twice_is_a_conflict(store: SqliteAppro
         await store.create(make_approval(approval_id="apr_1"), arguments={})
 
 
-async def test_find_live_returns_the_pending_and_approved_approvals_of_one_binding_oldest_first(
+async def test_find_live_returns_the_live_approval_of_a_binding_and_not_ended_ones(
     store: SqliteApprovalStore,
 ) -> None:
-    approvals = [
-        make_approval(approval_id=f"apr_{i}", created=T0 + timedelta(seconds=s), binding="b1")
-        for i, s in enumerate([30, 10, 20, 40])
-    ]
-    for approval in approvals:
-        await store.create(approval, arguments={})
+    await store.create(make_approval(approval_id="apr_0", binding="b1"), arguments={})
+    await store.update("apr_0", deny_by())  # denied: not live, and the binding is free again
+    await store.create(
+        make_approval(approval_id="apr_1", binding="b1", created=T0 + timedelta(seconds=5)), arguments={}
+    )
     await store.create(make_approval(approval_id="apr_other", binding="b2"), arguments={})
-    await store.update("apr_2", approve_by())  # approved: still live
-    await store.update("apr_3", deny_by())  # denied: not live
+    await store.update("apr_1", approve_by())  # approved: still live
     live = await store.find_live("b1")
-    assert [a.approval_id for a in live] == ["apr_1", "apr_2", "apr_0"]
-    assert [a.state for a in live] == [ApprovalState.PENDING, ApprovalState.APPROVED, ApprovalState.PENDING]
+    assert [(a.approval_id, a.state) for a in live] == [("apr_1", ApprovalState.APPROVED)]
     assert await store.find_live("b3") == []
+
+
+async def test_a_second_live_approval_for_the_same_binding_is_refused(store: SqliteApprovalStore) -> None:
+    await store.create(make_approval(approval_id="apr_1", binding="b1"), arguments={})
+    with pytest.raises(ApprovalConflict, match="live approval for this exact call") as info:
+        await store.create(make_approval(approval_id="apr_2", binding="b1"), arguments={})
+    assert info.value.details.get("binding_taken") is True
+    assert await store.get("apr_2") is None
 
 
 async def test_list_returns_approvals_newest_first_filtered_by_state_and_limited(

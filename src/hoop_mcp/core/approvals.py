@@ -56,6 +56,12 @@ DEFAULT_CLOCK_SKEW_S = 30
 MAX_REASON = 1000
 #: Rows always tolerated on top of the estimate's growth fraction.
 ESTIMATE_SLACK_ROWS = 10
+#: Live approval requests one requester may have at once (approvers must not be flooded).
+MAX_LIVE_PER_REQUESTER = 20
+#: Most approvals read when listing or sweeping.
+SCAN_LIMIT = 1000
+#: How often a running service ends approvals whose deadline passed (and drops their raw arguments).
+SWEEP_INTERVAL_S = 60.0
 
 
 class ApprovalState(StrEnum):
@@ -480,13 +486,22 @@ class ApprovalService:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ApprovalService]:
-        """Run background work (notifications) while the server runs; waits for it on exit."""
+        """Run background work while the server runs: notifications, and a sweep that ends expired
+        approvals every minute. Waits for notifications under way on exit."""
+        sweeper = anyio.CancelScope()
+
+        async def sweep() -> None:
+            with sweeper:
+                await self._sweep_forever()
+
         async with anyio.create_task_group() as tg:
             self._task_group = tg
+            tg.start_soon(sweep)
             try:
                 yield self
             finally:
                 self._task_group = None
+                sweeper.cancel()  # notifications under way still finish
 
     def start_notify(self, approval: Approval) -> None:
         """Notify approvers about a new pending approval without delaying the agent's answer.
@@ -520,7 +535,7 @@ class ApprovalService:
                 )
             )
 
-    async def _admit(self, call: ReviewCall) -> Admission:
+    async def _admit(self, call: ReviewCall, *, _retry: bool = False) -> Admission:
         review = call.decision.review
         if review is None:  # a review verdict always carries its settings; fail closed regardless
             return Refused(_deny("approval.misconfigured", "the deciding rule has no review settings"))
@@ -549,6 +564,19 @@ class ApprovalService:
                 pending = current
         if pending is not None:
             return Pending(pending, created=False)
+        live = [
+            a
+            for a in await self.store.list(states=LIVE_STATES, limit=SCAN_LIMIT)
+            if principal_key(a.request.requester) == principal_key(call.principal)
+        ]
+        if len(live) >= MAX_LIVE_PER_REQUESTER:
+            return Refused(
+                _deny(
+                    "approval.too_many_pending",
+                    f"you already have {len(live)} calls waiting for approval (at most "
+                    f"{MAX_LIVE_PER_REQUESTER}); wait for decisions before asking for more",
+                )
+            )
         request = ApprovalRequest(
             approval_id=new_approval_id(),
             call_id=call.call_id,
@@ -570,7 +598,13 @@ class ApprovalService:
             expires_at=now + timedelta(seconds=review.ttl_seconds),
         )
         approval = Approval(request=request)
-        await self.store.create(approval, arguments=call.arguments)
+        try:
+            await self.store.create(approval, arguments=call.arguments)
+        except ApprovalConflict as exc:
+            if not exc.details.get("binding_taken") or _retry:
+                raise
+            # An identical call created its request a moment ago: share it.
+            return await self._admit(call, _retry=True)
         await self._record(approval, event="requested", actor=call.principal)
         return Pending(approval, created=True)
 
@@ -718,15 +752,34 @@ class ApprovalService:
             log.exception("approval %s: cannot record a refused decision", approval.approval_id)
 
     async def pending_for(self, approver: Principal, *, limit: int = 100) -> list[Approval]:
-        """Pending approvals ``approver`` may decide on."""
+        """Pending approvals ``approver`` may decide on (newest first, at most ``limit``)."""
         out = []
-        for approval in await self.store.list(states=[ApprovalState.PENDING], limit=limit):
+        for approval in await self.store.list(states=[ApprovalState.PENDING], limit=SCAN_LIMIT):
             current = await self._settle(approval)
             if current.state is ApprovalState.PENDING and (
                 approver_problem(approver, current, agents=self.agents) is None
             ):
                 out.append(current)
+                if len(out) >= limit:
+                    break
         return out
+
+    async def sweep(self) -> int:
+        """End every live approval whose deadline passed (recording it and dropping its raw
+        arguments); returns how many ended. Runs at startup and then every minute."""
+        ended = 0
+        for approval in await self.store.list(states=LIVE_STATES, limit=SCAN_LIMIT):
+            if (await self._settle(approval)).state is ApprovalState.EXPIRED:
+                ended += 1
+        return ended
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweeping expired approvals failed; will retry")
+            await anyio.sleep(SWEEP_INTERVAL_S)
 
     def may_approve_anything(self, principal: Principal) -> bool:
         """True unless this principal can never approve (an agent or an unsafe static principal)."""

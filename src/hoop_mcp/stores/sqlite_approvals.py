@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS approvals (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS approvals_binding ON approvals (binding, created_at);
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, created_at);
+-- At most one live approval per binding: concurrent identical calls share one request.
+CREATE UNIQUE INDEX IF NOT EXISTS approvals_one_live_per_binding ON approvals (binding)
+    WHERE state IN ('pending', 'approved');
 CREATE TABLE IF NOT EXISTS grant_uses (
     grant_id TEXT NOT NULL,
     use      INTEGER NOT NULL,
@@ -172,6 +175,8 @@ class SqliteApprovalStore:
                 path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
             )
             writer.execute("PRAGMA synchronous=FULL")
+            # Raw call arguments are deleted when an approval ends: overwrite them on disk too.
+            writer.execute("PRAGMA secure_delete=ON")
             mode = writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise ApprovalStoreUnavailable(
@@ -319,6 +324,11 @@ class SqliteApprovalStore:
                     row,
                 )
             except sqlite3.IntegrityError as exc:
+                if "binding" in str(exc):
+                    raise ApprovalConflict(
+                        "a live approval for this exact call already exists",
+                        details={"binding_taken": True},
+                    ) from exc
                 raise ApprovalConflict(f"approval {approval.approval_id} already exists") from exc
             except (sqlite3.Error, OSError) as exc:
                 raise _unavailable(self._path, "cannot store the approval", exc) from exc
