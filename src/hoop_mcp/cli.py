@@ -25,6 +25,8 @@ from hoop_mcp import __version__
 from hoop_mcp.core.errors import HoopError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from hoop_mcp.config import ServerConfig
     from hoop_mcp.core.models import Principal
     from hoop_mcp.runtime import Approvals
@@ -162,14 +164,14 @@ def _grants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "grants",
         help="signed, expiring pre-authorizations for headless CI",
         description="Issue, revoke and inspect grants: one approver's approval given in advance for "
-        "calls matching the grant (see docs/approvals.md).",
+        "calls matching the grant, signed with the approvers' Ed25519 key (see docs/approvals.md).",
     )
     gsub = gp.add_subparsers(dest="grants_command", required=True, metavar="SUBCOMMAND")
     i = gsub.add_parser(
         "issue",
         help="issue a grant (prints only the token on stdout)",
-        description="Sign a grant with approvals.grant_key. Only the token goes to stdout, so "
-        "GRANT=$(hoop-mcp grants issue ...) works; the summary goes to stderr.",
+        description="Sign a grant with approvals.grant_signing_key (the approvers' private key). Only "
+        "the token goes to stdout, so GRANT=$(hoop-mcp grants issue ...) works; the summary goes to stderr.",
     )
     _approver_options(i)
     i.add_argument(
@@ -202,10 +204,21 @@ def _grants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     n = gsub.add_parser(
         "inspect",
         help="verify a grant read from stdin and print its payload",
-        description="Read a grant token from stdin, verify it with approvals.grant_key and print its "
-        "payload. Exit 0 when it is valid now, 1 otherwise.",
+        description="Read a grant token from stdin, verify it with approvals.grant_verify_keys and print "
+        "its payload. Exit 0 when it is valid now, 1 otherwise.",
     )
     n.add_argument("--config", type=Path, required=True, help="server configuration (version: 1)")
+    k = gsub.add_parser(
+        "keygen",
+        help="make a new grant signing key pair",
+        description="Make an Ed25519 key pair for grants. The private key (PKCS8 PEM) goes to stdout, "
+        "or to --out PATH (created with mode 0600, never overwritten); the public key line for "
+        "approvals.grant_verify_keys goes to stderr. Keep the private key with the approvers "
+        "(approvals.grant_signing_key); give servers only the public key.",
+    )
+    k.add_argument(
+        "--out", type=Path, default=None, help="write the private key to this new file (mode 0600)"
+    )
 
 
 def _audit_source(p: argparse.ArgumentParser) -> None:
@@ -566,18 +579,26 @@ def _required_reason(reason: str | None, text: Callable[[str], str]) -> str:
     return text(value)
 
 
-def _grant_key(side: _ApproverSide) -> bytes:
+def _grant_signing_key(side: _ApproverSide) -> Ed25519PrivateKey:
+    """The approvers' private key (approvals.grant_signing_key); servers never read it."""
     from hoop_mcp.core.errors import ConfigError
+    from hoop_mcp.core.grants import load_signing_key
 
     approvals_cfg = side.config.approvals
-    if approvals_cfg is None or approvals_cfg.grant_key is None:
+    if approvals_cfg is None or approvals_cfg.grant_signing_key is None:
         raise ConfigError(
-            f"{side.config_path}: approvals.grant_key is not configured, so grants cannot be signed or "
-            "verified",
-            hint="add approvals.grant_key: {env: HOOP_GRANT_KEY} (at least 32 random bytes)",
+            f"{side.config_path}: approvals.grant_signing_key is not configured, so grants cannot be "
+            "signed here",
+            hint="grants are issued on the approvers' side: point approvals.grant_signing_key at the "
+            "private key, e.g. {env: HOOP_GRANT_SIGNING_KEY} filled from your vault, or {file: ...}; "
+            "make a key pair with 'hoop-mcp grants keygen'",
         )
-    secret = approvals_cfg.grant_key.resolve(environ=os.environ, base_dir=side.config_path.parent)
-    return secret.get_secret_value().encode()
+    ref = approvals_cfg.grant_signing_key
+    secret = ref.resolve(environ=os.environ, base_dir=side.config_path.parent)
+    try:
+        return load_signing_key(secret.get_secret_value())
+    except ValueError as exc:
+        raise ConfigError(f"approvals.grant_signing_key ({ref.describe()}): {exc}") from None
 
 
 async def _record_grant_event(
@@ -626,14 +647,16 @@ async def _record_grant_event(
 
 
 async def _grants_issue(args: argparse.Namespace) -> int:
-    from hoop_mcp.core.grants import MAX_USES, Grant, new_grant_id, sign_grant
+    from hoop_mcp.core.grants import MAX_USES, Grant, key_id, new_grant_id, sign_grant
     from hoop_mcp.core.models import utcnow
 
     ttl = parse_ttl(args.ttl)
     if not 1 <= args.uses <= MAX_USES:
         raise HoopError(f"--uses must be between 1 and {MAX_USES}")
     async with _approver_side(args.config, need_db=False) as side:
-        key = _grant_key(side)
+        key = _grant_signing_key(side)
+        kid = key_id(key.public_key())
+        trusted = side.config.approvals.verify_keys() if side.config.approvals else ()
         if args.connection not in side.config.connections:
             raise HoopError(
                 f"no connection {args.connection!r} in {side.config_path}; it has: "
@@ -680,7 +703,7 @@ async def _grants_issue(args: argparse.Namespace) -> int:
             expires_at=grant.expires_at,
         )
     lines = [
-        f"issued grant {grant.grant_id} by {issuer.label}",
+        f"issued grant {grant.grant_id} by {issuer.label}, signed with key {kid}",
         f"  for subjects: {', '.join(grant.grantees)}",
         f"  tool {grant.tool} on connection {grant.connection}",
     ]
@@ -692,6 +715,11 @@ async def _grants_issue(args: argparse.Namespace) -> int:
         lines.append(f"  plan: {grant.plan_digest}")
     lines.append(f"  uses: {grant.max_uses}; valid until {grant.expires_at:%Y-%m-%d %H:%M:%SZ}")
     lines.append("  the server accepts it once it is listed in approvals.grants")
+    if trusted and kid not in {key_id(k) for k in trusted}:
+        lines.append(
+            f"  note: key {kid} is not in approvals.grant_verify_keys of this configuration; a server "
+            "configured like it refuses this grant until the public key is added"
+        )
     from fnmatch import fnmatchcase
 
     if any(fnmatchcase(issuer.subject, p) for p in grant.grantees):
@@ -734,20 +762,21 @@ def _grants_inspect(config: Path) -> int:
 
     from hoop_mcp.config import load_config, resolve_relative
     from hoop_mcp.core.errors import ConfigError
-    from hoop_mcp.core.grants import MAX_TOKEN_CHARS, GrantError, decode_grant, validity_problem
+    from hoop_mcp.core.grants import MAX_TOKEN_CHARS, GrantError, decode_grant_with_kid, validity_problem
     from hoop_mcp.core.models import utcnow
 
     config_path = config.resolve()
     cfg = load_config(config_path)
-    if cfg.approvals is None or cfg.approvals.grant_key is None:
+    if cfg.approvals is None or not cfg.approvals.grant_verify_keys:
         raise ConfigError(
-            f"{config_path}: approvals.grant_key is not configured, so grants cannot be verified"
+            f"{config_path}: approvals.grant_verify_keys is empty, so grants cannot be verified",
+            hint="list the approvers' public key(s) there (printed by 'hoop-mcp grants keygen')",
         )
-    key = cfg.approvals.grant_key.resolve(environ=os.environ, base_dir=config_path.parent)
+    verify_keys = cfg.approvals.verify_keys()
     raw = sys.stdin.read(MAX_TOKEN_CHARS * 2 + 1).strip()
     if not raw:
         raise GrantError("no grant token on stdin")
-    grant = decode_grant(raw, key.get_secret_value().encode())
+    grant, kid = decode_grant_with_kid(raw, verify_keys)
     print(json.dumps(grant.model_dump(mode="json"), indent=2, ensure_ascii=False))
     skew = timedelta(seconds=cfg.approvals.clock_skew_seconds)
     problem = validity_problem(grant, now=utcnow(), skew=skew)
@@ -760,9 +789,46 @@ def _grants_inspect(config: Path) -> int:
         elif uses >= grant.max_uses:
             problem = problem or f"grant {grant.grant_id} is used up"
     if problem is not None:
-        print(f"signature ok, but NOT usable: {problem}", file=sys.stderr)
+        print(f"signature ok (key {kid}), but NOT usable: {problem}", file=sys.stderr)
         return 1
-    print(f"signature ok; valid until {grant.expires_at:%Y-%m-%d %H:%M:%SZ}", file=sys.stderr)
+    print(f"signature ok (key {kid}); valid until {grant.expires_at:%Y-%m-%d %H:%M:%SZ}", file=sys.stderr)
+    return 0
+
+
+def _grants_keygen(out: Path | None) -> int:
+    """A new Ed25519 key pair: the private key to stdout or a new 0600 file, the public key to stderr."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hoop_mcp.core.grants import key_id, private_key_pem, public_key_text
+
+    key = Ed25519PrivateKey.generate()
+    pem = private_key_pem(key)
+    kid = key_id(key.public_key())
+    if out is None:
+        sys.stdout.write(pem)
+        sys.stdout.flush()
+        where = "printed on stdout"
+    else:
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise HoopError(f"{out} already exists; keygen never overwrites a key") from None
+        except OSError as exc:
+            raise HoopError(f"cannot create {out}: {exc.strerror}") from None
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, pem.encode("ascii"))
+        finally:
+            os.close(fd)
+        where = f"written to {out} (mode 0600)"
+    print(
+        f"new grant signing key {kid}: {where}.\n"
+        "Keep it with the approvers only (approvals.grant_signing_key, e.g. in a vault read by "
+        "'hoop-mcp grants issue'); never give it to a server or a CI job.\n"
+        "Add this public key to approvals.grant_verify_keys of every server that should accept its grants:\n"
+        f'  - "{public_key_text(key.public_key())}"  # kid {kid}',
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -827,6 +893,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "grants":
             if args.grants_command == "inspect":
                 return _grants_inspect(args.config)
+            if args.grants_command == "keygen":
+                return _grants_keygen(args.out)
             return anyio.run(_grants, args)
     except HoopError as exc:
         print(f"hoop-mcp: {exc.diagnostics()}", file=sys.stderr)

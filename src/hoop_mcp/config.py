@@ -8,15 +8,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from hoop_mcp.core.errors import ConfigError
 from hoop_mcp.core.models import FrozenModel
 from hoop_mcp.core.yamlfile import load_yaml_text, read_text_file
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from hoop_mcp.core.identity import OidcSettings
 
 _CONN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -219,6 +221,26 @@ class AgentPatterns(FrozenModel):
     groups: tuple[str, ...] = ()
 
 
+def _verify_key(value: str) -> str:
+    """A grant verify key (public, inline): checked now, so a bad one fails at config load."""
+    from hoop_mcp.core.grants import load_verify_key
+
+    load_verify_key(value)  # ValueError -> a config error naming approvals.grant_verify_keys[i]
+    return value.strip()
+
+
+#: A grant verify key: PEM ``-----BEGIN PUBLIC KEY-----`` or raw 32 bytes in base64url.
+VerifyKeyText = Annotated[str, AfterValidator(_verify_key)]
+
+_GRANT_KEY_GONE = (
+    "'grant_key' is no longer supported: grants are signed with Ed25519 keys, so servers can verify "
+    "grants but never mint them. Make a key pair with 'hoop-mcp grants keygen'; on servers, list the "
+    "public key in 'grant_verify_keys: [\"<public key>\"]'; on the approvers' side only, point "
+    "'grant_signing_key: {file: ...}' (or {env: ...}) at the private key. Grants signed with the old "
+    "HMAC key (hoopgrant1) are no longer accepted: re-issue them with 'hoop-mcp grants issue'"
+)
+
+
 class ApprovalsConfig(FrozenModel):
     """Four-eyes approvals (see docs/approvals.md). Required when a policy rule says ``review``."""
 
@@ -231,12 +253,38 @@ class ApprovalsConfig(FrozenModel):
     page_url: str | None = None
     web: ApprovalWebConfig | None = None
     webhooks: tuple[WebhookConfig, ...] = ()
-    #: Key that signs and verifies grants (``hoop-mcp grants issue``). Without it grants are off.
-    grant_key: SecretRef | None = None
+    #: The Ed25519 PRIVATE key that signs grants (PKCS8 PEM, or raw 32 bytes in base64/base64url).
+    #: Read only by ``hoop-mcp grants issue`` on the approvers' side; servers never read it.
+    grant_signing_key: SecretRef | None = None
+    #: Public keys that verify grants (inline: they are not secrets), PEM or raw base64url. Several
+    #: allow key rotation and one key per approver team. Required when ``grants`` is set.
+    grant_verify_keys: tuple[VerifyKeyText, ...] = Field(default=(), max_length=32)
     #: Grants this server accepts (one or more grant tokens, whitespace-separated), e.g. from CI.
     grants: SecretRef | None = None
     #: Tolerated difference between the clocks of hosts deciding on the same approval.
     clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_grant_key(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "grant_key" in data:
+            raise ValueError(_GRANT_KEY_GONE)
+        return data
+
+    @model_validator(mode="after")
+    def _grants_need_verify_keys(self) -> ApprovalsConfig:
+        if self.grants is not None and not self.grant_verify_keys:
+            raise ValueError(
+                "'grants' is set but 'grant_verify_keys' is empty: grants cannot be verified; list the "
+                "approvers' public key(s) there (printed by 'hoop-mcp grants keygen')"
+            )
+        return self
+
+    def verify_keys(self) -> tuple[Ed25519PublicKey, ...]:
+        """``grant_verify_keys`` as key objects (validated at load)."""
+        from hoop_mcp.core.grants import load_verify_key
+
+        return tuple(load_verify_key(text) for text in self.grant_verify_keys)
 
     @field_validator("page_url")
     @classmethod
@@ -273,7 +321,16 @@ class ServerConfig(FrozenModel):
         return value
 
 
-_SECRET_KEYS = ("dsn", "token", "hash_key", "secret", "client_secret", "session_key", "grant_key", "grants")
+_SECRET_KEYS = (
+    "dsn",
+    "token",
+    "hash_key",
+    "secret",
+    "client_secret",
+    "session_key",
+    "grant_signing_key",
+    "grants",
+)
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

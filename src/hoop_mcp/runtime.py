@@ -171,13 +171,18 @@ async def open_approvals(
     agents = AgentSettings(subjects=cfg.agents.subjects, groups=cfg.agents.groups)
     grants = None
     if cfg.grants is not None:
-        if cfg.grant_key is None:
+        # Public keys only: the server verifies grants and never reads approvals.grant_signing_key.
+        if not cfg.grant_verify_keys:
             raise ConfigError(
-                "approvals.grants is set but approvals.grant_key is not: grants cannot be verified"
+                "approvals.grants is set but approvals.grant_verify_keys is empty: grants cannot be verified"
             )
-        key = cfg.grant_key.resolve(environ=environ, base_dir=base).get_secret_value().encode()
         tokens = cfg.grants.resolve(environ=environ, base_dir=base).get_secret_value().split()
-        grants = GrantSet(key=key, tokens=tokens, agents=agents, clock_skew_seconds=cfg.clock_skew_seconds)
+        grants = GrantSet(
+            verify_keys=cfg.verify_keys(),
+            tokens=tokens,
+            agents=agents,
+            clock_skew_seconds=cfg.clock_skew_seconds,
+        )
     hooks = [
         (
             hook,

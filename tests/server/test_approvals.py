@@ -160,6 +160,8 @@ async def test_an_approver_reviews_in_their_own_mcp_client_and_the_agent_runs_ex
             assert again.is_error
             assert "executed" in _text(again)
         events = await _records(runtime)
+    executes = [e for e in events if e.tool == "approval_execute" and e.kind == "outcome"]
+    assert [e.outcome.status.value for e in executes if e.outcome] == ["ok", "denied"]  # each call once
     # The approver saw the requester, the statement as parsed, the rule and the estimate.
     assert "agent-7" in prompts[0]
     assert "DELETE FROM orders WHERE id = 104" in prompts[0]
@@ -189,7 +191,7 @@ async def test_agent_principals_never_see_the_approver_tools_and_cannot_call_the
     # An agent whose token also carries the approver group is still an agent.
     agent_setup = _as(base, oidc_issuer.mint(sub="agent-7", groups=["agents", "dba"]))
     approver_setup = _as(base, oidc_issuer.mint(sub="alice", groups=["dba"]))
-    async with _client(agent_setup) as (agent, _), _client(approver_setup) as (alice, _):
+    async with _client(agent_setup) as (agent, runtime), _client(approver_setup) as (alice, _):
         with anyio.fail_after(30):
             agent_tools = {t.name for t in (await agent.list_tools()).tools}
             alice_tools = {t.name for t in (await alice.list_tools()).tools}
@@ -197,6 +199,24 @@ async def test_agent_principals_never_see_the_approver_tools_and_cannot_call_the
             refused = await agent.call_tool(
                 "approval_review", {"approval_id": pending["pending_approval"]["approval_id"]}
             )
+            listed = await agent.call_tool("approvals_pending", {})
+        events = await _records(runtime)
+    # Both attempts are on record, under the agent's identity; the review attempt as vote_refused.
+    attempts = [
+        e for e in events if e.tool in ("approval_review", "approvals_pending") and e.kind == "outcome"
+    ]
+    assert [(e.tool, e.principal.subject if e.principal else None) for e in attempts] == [
+        ("approval_review", "agent-7"),
+        ("approvals_pending", "agent-7"),
+    ]
+    assert all(e.outcome and e.outcome.status.value == "denied" for e in attempts)
+    refusals = [
+        e for e in events if e.kind == "approval" and e.approval and e.approval.event == "vote_refused"
+    ]
+    assert len(refusals) == 1
+    assert refusals[0].principal is not None
+    assert refusals[0].principal.subject == "agent-7"
+    assert listed.is_error
     assert {"approval_wait", "approval_execute"} <= agent_tools
     assert not {"approvals_pending", "approval_review"} & agent_tools
     assert {"approvals_pending", "approval_review"} <= alice_tools

@@ -730,14 +730,25 @@ class ApprovalService:
                 try:
                     await self.store.update(
                         approval_id,
-                        lambda a: refuse(a, reason="a decision could not be recorded in the audit log")
-                        if a.state in LIVE_STATES
-                        else a,
+                        lambda a: (
+                            refuse(a, reason="a decision could not be recorded in the audit log")
+                            if a.state in LIVE_STATES
+                            else a
+                        ),
                     )
                 except ApprovalError:
                     log.exception("approval %s: could not void it either", approval_id)
             raise
         return after
+
+    async def record_refused_attempt(
+        self, approval: Approval, who: Principal, problem: str, *, channel: Channel
+    ) -> None:
+        """Record that someone tried to decide and was refused before any vote was formed."""
+        try:
+            await self._record(approval, event="vote_refused", actor=who, reason=problem, channel=channel)
+        except Exception:
+            log.exception("approval %s: cannot record a refused attempt", approval.approval_id)
 
     async def _record_refused_vote(self, approval: Approval, vote: Vote, exc: ApprovalError) -> None:
         try:

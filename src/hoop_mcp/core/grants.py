@@ -2,17 +2,26 @@
 
 A grant is one human approver's approval given in advance: "subjects matching ``ci-deploy-*`` may
 run ``query_db`` on ``shop`` with effect ``write`` on ``public.orders`` at most 3 times in the next
-hour". ``hoop-mcp grants issue`` signs it with ``approvals.grant_key``; the server accepts the tokens
-listed in ``approvals.grants`` and, for a call whose verdict is ``review``, admits it when a grant
-covers it instead of holding it for review.
+hour". ``hoop-mcp grants issue`` signs it with the Ed25519 private key ``approvals.grant_signing_key``
+(held by the approvers); the server verifies the tokens listed in ``approvals.grants`` with the
+public keys ``approvals.grant_verify_keys`` and, for a call whose verdict is ``review``, admits it
+when a grant covers it instead of holding it for review.
+
+Signatures are asymmetric on purpose: the server (a CI job, an agent with a shell next to it) holds
+only public keys, so whatever can read its configuration can verify grants but never mint one.
+Nothing in this module signs with a public key, and the verifying API refuses private keys.
 
 Token format (ASCII, one line)::
 
-    hoopgrant1.<base64url(canonical JSON payload)>.<base64url(HMAC-SHA256(key, "hoopgrant1." + payload_b64))>
+    hoopgrant2.<base64url(canonical JSON payload)>.<base64url(Ed25519(private key, "hoopgrant2." + payload_b64))>
 
 base64url without padding; both segments must be the canonical encoding of their bytes, so any
-change to any character of a token is refused. The payload is :class:`Grant` as canonical JSON
-(sorted keys, no whitespace, UTC times), readable by whoever holds the token: it holds no secret.
+change to any character of a token is refused. The payload is :class:`Grant` plus ``kid`` (the
+:func:`key_id` of the public key that verifies it) as canonical JSON (sorted keys, no whitespace,
+UTC times), readable by whoever holds the token: it holds no secret. The verifier reads ``kid``
+to pick the key (an unknown ``kid`` is refused) and only then checks the signature; nothing else
+in the payload is interpreted before the signature is verified. ``hoopgrant1`` (HMAC) tokens are
+refused: re-issue them.
 
 A grant covers a call when every one of these holds:
 
@@ -39,15 +48,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hoop_mcp.core.approvals import (
@@ -67,15 +78,19 @@ from hoop_mcp.core.policy import EffectName
 
 log = logging.getLogger(__name__)
 
-PREFIX = "hoopgrant1"
+PREFIX = "hoopgrant2"
+#: The HMAC token format of earlier versions: refused (anyone holding the server's key could mint).
+LEGACY_PREFIX = "hoopgrant1"
 #: Longest token accepted (characters); real grants are well under 2 KiB.
 MAX_TOKEN_CHARS = 8 * 1024
 #: Longest a grant may be valid (issue time to expiry).
 MAX_GRANT_TTL = timedelta(days=7)
-#: Shortest grant key accepted (bytes): HMAC-SHA256 wants at least its output size.
-MIN_KEY_BYTES = 32
+#: Most verify keys one server trusts at once (rotation, one key per approver team).
+MAX_VERIFY_KEYS = 32
 MAX_USES = 1000
-_MAC_BYTES = 32
+_SIGNATURE_BYTES = 64
+_RAW_KEY_BYTES = 32
+_KID = re.compile(r"^[0-9a-f]{16}$")
 _GRANT_ID = re.compile(r"^grt_[A-Za-z0-9_-]{8,64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MAX_PATTERNS = 64
@@ -178,7 +193,7 @@ class Grant(FrozenModel):
         return "sha256:" + hashlib.sha256(self.payload()).hexdigest()
 
 
-# ---------------------------------------------------------------------------------------- tokens
+# ------------------------------------------------------------------------------------- base64url
 
 
 def _b64encode(data: bytes) -> str:
@@ -198,64 +213,222 @@ def _b64decode(text: str, *, what: str) -> bytes:
     return data
 
 
-def _mac(key: bytes, payload_b64: str) -> bytes:
-    return hmac.new(key, f"{PREFIX}.{payload_b64}".encode("ascii"), hashlib.sha256).digest()
+# ------------------------------------------------------------------------------------------ keys
+
+_KEYGEN_HINT = "make a key pair with 'hoop-mcp grants keygen'"
 
 
-def _check_key(key: bytes) -> None:
-    if len(key) < MIN_KEY_BYTES:
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """The ``kid`` of a verify key: the first 16 hex digits of SHA-256 of its raw 32 bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_text(public_key: Ed25519PublicKey) -> str:
+    """The one-line form of a verify key for ``approvals.grant_verify_keys`` (raw, base64url)."""
+    return _b64encode(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def private_key_pem(private_key: Ed25519PrivateKey) -> str:
+    """``private_key`` as unencrypted PKCS8 PEM (what ``hoop-mcp grants keygen`` writes)."""
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def _raw_key_bytes(text: str, *, what: str) -> bytes:
+    """32 bytes from base64 or base64url (padding optional); ``ValueError`` naming ``what`` otherwise."""
+    if not re.fullmatch(r"[A-Za-z0-9+/_-]+={0,2}", text):
+        raise ValueError(f"{what} must be PEM or 32 bytes in base64url; it is neither")
+    body = text.rstrip("=").replace("+", "-").replace("/", "_")
+    try:
+        data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64url") from None
+    if _b64encode(data) != body:
+        raise ValueError(f"{what} is not canonical base64url")
+    if len(data) != _RAW_KEY_BYTES:
+        raise ValueError(f"{what} must be {_RAW_KEY_BYTES} bytes in base64url, got {len(data)} bytes")
+    return data
+
+
+def _pem_label(text: str) -> str | None:
+    m = re.match(r"-----BEGIN ([A-Z0-9 ]+)-----", text)
+    return m.group(1) if m else ("" if text.startswith("-----") else None)
+
+
+def load_verify_key(text: str) -> Ed25519PublicKey:
+    """A verify key from its text: PEM (``-----BEGIN PUBLIC KEY-----``) or raw 32 bytes in base64url.
+
+    Raises ``ValueError`` with a message fit for a configuration error (never the key itself).
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("a verify key must not be empty")
+    label = _pem_label(text)
+    if label is not None:
+        if "PRIVATE" in label:
+            raise ValueError(
+                "this is a PRIVATE key; grant_verify_keys takes public keys only (the private key is "
+                "grant_signing_key and stays with the approvers): remove it from this configuration, and "
+                "since it was exposed here, make a new key pair with 'hoop-mcp grants keygen'"
+            )
+        if label != "PUBLIC KEY":
+            raise ValueError(
+                f"expected a PEM '-----BEGIN PUBLIC KEY-----' block, got {label or 'an unlabelled block'!r}"
+            )
+        try:
+            key = serialization.load_pem_public_key(text.encode("ascii"))
+        except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
+            raise ValueError("not a valid PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(
+                f"this is a {type(key).__name__.lstrip('_')} key; grants use Ed25519 ({_KEYGEN_HINT})"
+            )
+        return key
+    return Ed25519PublicKey.from_public_bytes(_raw_key_bytes(text, what="a verify key"))
+
+
+def load_signing_key(text: str) -> Ed25519PrivateKey:
+    """The signing key from its text: PKCS8 PEM (``-----BEGIN PRIVATE KEY-----``) or raw 32 bytes in
+    base64/base64url. Raises ``ValueError`` with a message fit for a configuration error."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the signing key must not be empty")
+    label = _pem_label(text)
+    if label is not None:
+        if label == "PUBLIC KEY":
+            raise ValueError(
+                "this is a public key; grant_signing_key needs the private key (the public key goes "
+                "in grant_verify_keys)"
+            )
+        if label == "ENCRYPTED PRIVATE KEY":
+            raise ValueError("encrypted private keys are not supported; give the unencrypted PKCS8 PEM")
+        if label != "PRIVATE KEY":
+            raise ValueError(f"expected a PEM '-----BEGIN PRIVATE KEY-----' (PKCS8) block, got {label!r}")
+        try:
+            key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
+        except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+            raise ValueError("not a valid PKCS8 PEM private key") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(
+                f"this is a {type(key).__name__.lstrip('_')} key; grants use Ed25519 ({_KEYGEN_HINT})"
+            )
+        return key
+    return Ed25519PrivateKey.from_private_bytes(_raw_key_bytes(text, what="the signing key"))
+
+
+#: What the verifying API accepts: public keys only (one, or several for rotation).
+VerifyKeys = Ed25519PublicKey | Iterable[Ed25519PublicKey]
+
+
+def verify_keyring(verify_keys: VerifyKeys) -> dict[str, Ed25519PublicKey]:
+    """The verify keys by ``kid``. Refuses anything that is not an Ed25519 public key: in particular a
+    private key, which must never reach a server (it could mint grants)."""
+    keys = [verify_keys] if isinstance(verify_keys, Ed25519PublicKey) else list(verify_keys)
+    ring: dict[str, Ed25519PublicKey] = {}
+    for key in keys:
+        if isinstance(key, Ed25519PrivateKey):
+            raise TypeError(
+                "grants are verified with public keys only; a private (signing) key never belongs to "
+                "the verifying side"
+            )
+        if not isinstance(key, Ed25519PublicKey):
+            raise TypeError(f"a grant verify key must be an Ed25519 public key, not {type(key).__name__}")
+        ring.setdefault(key_id(key), key)
+    if not ring:
         raise ConfigError(
-            f"the grant key is too short ({len(key)} bytes; at least {MIN_KEY_BYTES})",
-            hint="make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            "no grant verify key: grants cannot be verified",
+            hint=f"list the approvers' public keys in approvals.grant_verify_keys ({_KEYGEN_HINT})",
         )
+    if len(ring) > MAX_VERIFY_KEYS:
+        raise ConfigError(f"too many grant verify keys ({len(ring)}; at most {MAX_VERIFY_KEYS})")
+    return ring
 
 
-def sign_grant(grant: Grant, key: bytes) -> str:
-    """The token for ``grant`` (see the module docstring for the format)."""
-    _check_key(key)
-    payload_b64 = _b64encode(grant.payload())
-    token = f"{PREFIX}.{payload_b64}.{_b64encode(_mac(key, payload_b64))}"
+# ---------------------------------------------------------------------------------------- tokens
+
+
+def _signed_bytes(payload_b64: str) -> bytes:
+    return f"{PREFIX}.{payload_b64}".encode("ascii")
+
+
+def sign_grant(grant: Grant, signing_key: Ed25519PrivateKey) -> str:
+    """The token for ``grant``, signed with ``signing_key`` (see the module docstring for the format)."""
+    if not isinstance(signing_key, Ed25519PrivateKey):
+        raise TypeError("grants are signed with an Ed25519 private key (approvals.grant_signing_key)")
+    kid = key_id(signing_key.public_key())
+    payload_b64 = _b64encode(canonical_json({**grant.model_dump(mode="python"), "kid": kid}))
+    signature = signing_key.sign(_signed_bytes(payload_b64))
+    token = f"{PREFIX}.{payload_b64}.{_b64encode(signature)}"
     if len(token) > MAX_TOKEN_CHARS:
         raise GrantError(f"the grant is too large ({len(token)} characters; at most {MAX_TOKEN_CHARS})")
     return token
 
 
-def decode_grant(token: str, key: bytes) -> Grant:
-    """Check shape and MAC and parse the payload; validity times are NOT checked (see verify_grant).
-
-    Messages never contain the token or the key.
-    """
-    _check_key(key)
+def decode_grant_with_kid(token: str, verify_keys: VerifyKeys) -> tuple[Grant, str]:
+    """:func:`decode_grant`, and the ``kid`` of the key that verified it."""
+    ring = verify_keyring(verify_keys)
     if not isinstance(token, str):
         raise GrantError("malformed grant: not text")
     if len(token) > MAX_TOKEN_CHARS:
         raise GrantError(f"malformed grant: too large ({len(token)} characters; at most {MAX_TOKEN_CHARS})")
     parts = token.split(".")
+    if parts[0] == LEGACY_PREFIX:
+        raise GrantError(
+            "this is an HMAC grant (hoopgrant1): HMAC grants are no longer accepted",
+            hint="re-issue it with 'hoop-mcp grants issue' (grants are now signed with an Ed25519 key)",
+        )
     if len(parts) != 3 or parts[0] != PREFIX:
         raise GrantError(
             f"malformed grant: expected {PREFIX}.<payload>.<signature> "
             f"({len(parts)} dot-separated part(s), prefix {'ok' if parts[0] == PREFIX else 'wrong'})"
         )
-    _, payload_b64, mac_b64 = parts
+    _, payload_b64, signature_b64 = parts
     payload = _b64decode(payload_b64, what="payload")
-    mac = _b64decode(mac_b64, what="signature")
-    if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, _mac(key, payload_b64)):
-        raise GrantError(
-            "the grant's signature does not match: it was forged, altered, or signed with another key",
-            hint="issue a new grant with 'hoop-mcp grants issue'",
-        )
+    signature = _b64decode(signature_b64, what="signature")
+    # Only the key id is read before the signature is checked.
     try:
         data = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise GrantError("invalid grant payload: not JSON") from None
+        raise GrantError("invalid grant payload: not JSON (altered, or not a grant)") from None
+    kid = data.get("kid") if isinstance(data, dict) else None
+    if not isinstance(kid, str) or not _KID.match(kid):
+        raise GrantError("invalid grant payload: no valid key id (kid)")
+    key = ring.get(kid)
+    if key is None:
+        raise GrantError(
+            f"the grant is signed by a key this server does not trust (kid {kid})",
+            hint="add the approvers' public key to approvals.grant_verify_keys, or issue a new grant with "
+            "a trusted key",
+        )
     try:
-        return Grant.model_validate(data)
+        if len(signature) != _SIGNATURE_BYTES:
+            raise InvalidSignature
+        key.verify(signature, _signed_bytes(payload_b64))
+    except InvalidSignature:
+        raise GrantError(
+            "the grant's signature does not match: it was forged, altered, or signed with another key",
+            hint="issue a new grant with 'hoop-mcp grants issue'",
+        ) from None
+    fields = {k: v for k, v in data.items() if k != "kid"}
+    try:
+        return Grant.model_validate(fields), kid
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise GrantError(f"invalid grant payload: {problems}") from None
+
+
+def decode_grant(token: str, verify_keys: VerifyKeys) -> Grant:
+    """Check shape, key id and signature and parse the payload; validity times are NOT checked (see
+    verify_grant). ``verify_keys`` are public keys only.
+
+    Messages never contain the token or the keys.
+    """
+    return decode_grant_with_kid(token, verify_keys)[0]
 
 
 def validity_problem(grant: Grant, *, now: datetime, skew: timedelta) -> str | None:
@@ -275,12 +448,15 @@ class GrantNotYetValid(GrantError):
     code = "grant.not_yet_valid"
 
 
-def verify_grant(token: str, key: bytes, *, now: datetime, skew: timedelta = timedelta(0)) -> Grant:
-    """The grant ``token`` carries, if it is authentic and valid at ``now`` (± ``skew``).
+def verify_grant(
+    token: str, verify_keys: VerifyKeys, *, now: datetime, skew: timedelta = timedelta(0)
+) -> Grant:
+    """The grant ``token`` carries, if it is authentic (signed by the private key of one of
+    ``verify_keys``) and valid at ``now`` (± ``skew``).
 
     Raises :class:`GrantError` (:class:`GrantExpired` / :class:`GrantNotYetValid` for the times).
     """
-    grant = decode_grant(token, key)
+    grant = decode_grant(token, verify_keys)
     problem = validity_problem(grant, now=now, skew=skew)
     if problem is not None:
         if now > grant.expires_at + skew:
@@ -358,20 +534,25 @@ def usability_problem(grant: Grant, call: ReviewCall, *, agents: AgentSettings) 
 class GrantSet:
     """The grants a server accepts (``approvals.grants``); implements ``GrantChecker``.
 
-    Tokens are verified once here: a malformed, forged or altered token is a configuration error
-    naming its position (never its content); an expired one is logged and dropped.
+    Tokens are verified once here, with ``verify_keys`` (public keys only: a server can verify grants
+    but never mint one): a malformed, forged or altered token, or one signed by a key not listed, is
+    a configuration error naming its position (never its content); an expired one is logged and
+    dropped.
     """
 
     def __init__(
         self,
-        key: bytes,
+        verify_keys: VerifyKeys,
         tokens: Sequence[str],
         *,
         agents: AgentSettings,
         clock_skew_seconds: float = 30,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        _check_key(key)
+        ring = verify_keyring(verify_keys)
+        #: The key ids this set trusts (public keys only: nothing here can sign).
+        self.kids: tuple[str, ...] = tuple(ring)
+        keys = tuple(ring.values())
         self.agents = agents
         self.skew = timedelta(seconds=clock_skew_seconds)
         self.clock = clock
@@ -380,18 +561,18 @@ class GrantSet:
         seen: set[str] = set()
         for position, token in enumerate(tokens, start=1):
             try:
-                grant = verify_grant(token, key, now=now, skew=self.skew)
+                grant = verify_grant(token, keys, now=now, skew=self.skew)
             except GrantExpired as exc:
                 log.warning("approvals.grants: grant #%d of %d is dropped: %s", position, len(tokens), exc)
                 continue
             except GrantNotYetValid as exc:
-                grant = decode_grant(token, key)
+                grant = decode_grant(token, keys)
                 log.info("approvals.grants: grant #%d of %d: %s", position, len(tokens), exc.message)
             except GrantError as exc:
                 raise ConfigError(
                     f"approvals.grants: grant #{position} of {len(tokens)} is refused: {exc.message}",
-                    hint="remove it, or issue a new one with 'hoop-mcp grants issue' and this server's "
-                    "grant_key",
+                    hint="remove it, or issue a new one with 'hoop-mcp grants issue' signed by a key "
+                    "listed in approvals.grant_verify_keys",
                 ) from None
             if grant.grant_id in seen:
                 log.warning("approvals.grants: grant #%d repeats grant %s", position, grant.grant_id)

@@ -205,7 +205,9 @@ class WebhookNotifier:
         ]
         if data["statement"]:
             # Backticks would end the code block early: show them as a look-alike.
-            statement = slack_escape(data["statement"]).replace("`", "\u02cb")
+            # Line breaks stay; bidi overrides and other hiding characters are shown as escapes.
+            shown = "\n".join(visible(line) for line in str(data["statement"]).split("\n"))
+            statement = slack_escape(shown).replace("`", "\u02cb")
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{statement}```"}})
         if url:
             blocks.append(
