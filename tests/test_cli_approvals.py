@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +15,11 @@ from typing import Any
 
 import anyio
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hoop_mcp.cli import main, parse_ttl
+from hoop_mcp.config import load_config
 from hoop_mcp.core.approvals import (
     AgentSettings,
     Approval,
@@ -25,7 +30,18 @@ from hoop_mcp.core.approvals import (
 )
 from hoop_mcp.core.audit import AuditRecord
 from hoop_mcp.core.errors import ConfigError, HoopError
-from hoop_mcp.core.grants import GrantSet, verify_grant
+from hoop_mcp.core.grants import (
+    Grant,
+    GrantSet,
+    key_id,
+    load_signing_key,
+    load_verify_key,
+    new_grant_id,
+    private_key_pem,
+    public_key_text,
+    sign_grant,
+    verify_grant,
+)
 from hoop_mcp.core.models import Decision, Plan, Principal, ReviewSettings, Verdict, utcnow
 from hoop_mcp.stores.sqlite import SqliteAuditLog
 from hoop_mcp.stores.sqlite_approvals import SqliteApprovalStore
@@ -58,8 +74,13 @@ class Setup:
     config: Path
     db: Path
     issuer: OidcIssuer
-    grant_key: str
+    #: The approvers' private key (approvals.grant_signing_key, from the environment).
+    signing_key: Ed25519PrivateKey
     agent_token: str
+
+    @property
+    def verify_key(self) -> Ed25519PublicKey:
+        return self.signing_key.public_key()
 
     def principal(self, sub: str, *groups: str) -> Principal:
         return Principal(subject=sub, issuer=self.issuer.issuer, groups=groups)
@@ -69,7 +90,13 @@ class Setup:
 
 
 def write_config(
-    tmp_path: Path, issuer: OidcIssuer, *, approvals: bool = True, grant_key: bool = True
+    tmp_path: Path,
+    issuer: OidcIssuer,
+    *,
+    approvals: bool = True,
+    signing_key: bool = True,
+    verify_keys: tuple[str, ...] = (),
+    extra: str = "",
 ) -> Path:
     (tmp_path / "policy.yaml").write_text(POLICY)
     text = (
@@ -86,8 +113,11 @@ def write_config(
         text += (
             "  webhooks: [{url: 'https://hooks.example.test/x', secret: {env: HOOP_WEBHOOK_SECRET_UNSET}}]\n"
         )
-        if grant_key:
-            text += "  grant_key: {env: HOOP_TEST_GRANT_KEY}\n"
+        if signing_key:
+            text += "  grant_signing_key: {env: HOOP_TEST_GRANT_SIGNING_KEY}\n"
+        if verify_keys:
+            text += f"  grant_verify_keys: {json.dumps(list(verify_keys))}\n"
+        text += extra
     path = tmp_path / "hoop-mcp.yaml"
     path.write_text(text)
     return path
@@ -95,14 +125,14 @@ def write_config(
 
 @pytest.fixture
 def setup(tmp_path: Path, oidc_issuer: OidcIssuer, monkeypatch: pytest.MonkeyPatch) -> Setup:
-    config = write_config(tmp_path, oidc_issuer)
-    key = secrets.token_urlsafe(32)
+    key = Ed25519PrivateKey.generate()
+    config = write_config(tmp_path, oidc_issuer, verify_keys=(public_key_text(key.public_key()),))
     agent_token = oidc_issuer.mint(sub="agent-7", groups=["agents"])
-    monkeypatch.setenv("HOOP_TEST_GRANT_KEY", key)
+    monkeypatch.setenv("HOOP_TEST_GRANT_SIGNING_KEY", private_key_pem(key))
     monkeypatch.setenv("HOOP_AGENT_TOKEN", agent_token)
     monkeypatch.delenv("HOOP_APPROVER_TOKEN", raising=False)
     return Setup(
-        config=config, db=tmp_path / "audit.db", issuer=oidc_issuer, grant_key=key, agent_token=agent_token
+        config=config, db=tmp_path / "audit.db", issuer=oidc_issuer, signing_key=key, agent_token=agent_token
     )
 
 
@@ -557,6 +587,7 @@ def test_approvals_commands_need_the_servers_database(
         ["grants", "issue"],
         ["grants", "revoke"],
         ["grants", "inspect"],
+        ["grants", "keygen"],
     ],
 )
 def test_every_approvals_and_grants_command_has_help(
@@ -617,7 +648,10 @@ def test_an_issued_grant_verifies_and_admits_a_matching_call_exactly_uses_times(
     token = out.strip()
     assert out == token + "\n"  # only the token on stdout
     assert "issued grant" in err
-    key = setup.grant_key.encode()
+    assert f"signed with key {key_id(setup.verify_key)}" in err
+    assert "-----BEGIN" not in out + err
+    assert token.startswith("hoopgrant2.")
+    key = setup.verify_key
     grant = verify_grant(token, key, now=utcnow())
     assert grant.issuer.subject == "alice"
     assert grant.grantees == ("ci-deploy-*",)
@@ -629,7 +663,7 @@ def test_an_issued_grant_verifies_and_admits_a_matching_call_exactly_uses_times(
     )
     assert grant.max_uses == 3
     assert timedelta(minutes=29) < grant.expires_at - utcnow() <= timedelta(minutes=30)
-    grants = GrantSet(key, [token], agents=AGENTS, clock_skew_seconds=30)
+    grants = GrantSet(verify_keys=[key], tokens=[token], agents=AGENTS, clock_skew_seconds=30)
     ci = setup.principal("ci-deploy-1", "agents")
 
     async def run(service: ApprovalService) -> list[str]:
@@ -663,8 +697,7 @@ def test_a_server_given_the_issued_grant_admits_the_covered_call(
     rc, out, err = issue(setup, capsys, monkeypatch, "--reason", "one migration")
     assert rc == 0, err
     setup.config.write_text(setup.config.read_text() + "  grants: {env: HOOP_TEST_GRANTS}\n")
-    environ = {
-        "HOOP_TEST_GRANT_KEY": setup.grant_key,
+    environ = {  # the server's environment: no signing key in it
         "HOOP_TEST_GRANTS": "  \n" + out + "\n",
         "HOOP_WEBHOOK_SECRET_UNSET": secrets.token_hex(16),
     }
@@ -701,14 +734,14 @@ def test_an_altered_grant_is_refused_by_the_server_and_by_inspect(
         f"{prefix}.{_b64encode(json.dumps(payload, sort_keys=True, separators=(',', ':')).encode())}.{mac}"
     )
     with pytest.raises(ConfigError, match="grant #1 of 1 is refused: the grant's signature does not match"):
-        GrantSet(setup.grant_key.encode(), [altered], agents=AGENTS)
+        GrantSet(verify_keys=[setup.verify_key], tokens=[altered], agents=AGENTS)
     rc, inspected, err = cli(setup, capsys, monkeypatch, "grants", "inspect", stdin=altered)
     assert rc == 1
     assert "signature does not match" in err
     assert inspected == ""
 
 
-def test_inspect_prints_the_payload_of_a_valid_grant_without_its_mac(
+def test_inspect_prints_the_payload_of_a_valid_grant_without_its_signature(
     setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rc, out, _ = issue(setup, capsys, monkeypatch, "--uses", "2", "--reason", "backfill")
@@ -720,6 +753,7 @@ def test_inspect_prints_the_payload_of_a_valid_grant_without_its_mac(
     assert payload["issuer"]["subject"] == "alice"
     assert token.split(".")[2] not in inspected + err
     assert "uses so far: 0 of 2" in err
+    assert f"signature ok (key {key_id(setup.verify_key)})" in err
 
 
 def test_a_revoked_grant_admits_nothing_and_the_revocation_is_recorded(
@@ -727,7 +761,7 @@ def test_a_revoked_grant_admits_nothing_and_the_revocation_is_recorded(
 ) -> None:
     rc, out, _ = issue(setup, capsys, monkeypatch, "--uses", "5", "--reason", "backfill")
     token = out.strip()
-    key = setup.grant_key.encode()
+    key = setup.verify_key
     grant = verify_grant(token, key, now=utcnow())
     rc, out, err = cli(
         setup,
@@ -742,7 +776,7 @@ def test_a_revoked_grant_admits_nothing_and_the_revocation_is_recorded(
     )
     assert rc == 0, err
     assert f"revoked grant {grant.grant_id}" in out
-    grants = GrantSet(key, [token], agents=AGENTS)
+    grants = GrantSet(verify_keys=[key], tokens=[token], agents=AGENTS)
 
     async def run(service: ApprovalService) -> object:
         return await service.admit(review_call(setup, setup.principal("ci-deploy-1", "agents")))
@@ -804,18 +838,274 @@ def test_grants_issue_refuses_an_unknown_connection(
     assert out == ""
 
 
-def test_grants_need_a_grant_key(
+def test_grants_issue_needs_the_signing_key(
     tmp_path: Path,
     oidc_issuer: OidcIssuer,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = write_config(tmp_path, oidc_issuer, grant_key=False)
+    config = write_config(tmp_path, oidc_issuer, signing_key=False)
     monkeypatch.setenv("HOOP_APPROVER_TOKEN", oidc_issuer.mint(sub="alice", groups=["dba"]))
     args = ["grants", "issue", "--to", "ci-*", "--tool", "query_db", "--connection", "shop", "--reason", "x"]
     assert main([*args, "--config", str(config)]) == 1
-    err = capsys.readouterr().err
-    assert "approvals.grant_key is not configured" in err
+    captured = capsys.readouterr()
+    assert "approvals.grant_signing_key is not configured" in captured.err
+    assert "hoop-mcp grants keygen" in captured.err
+    assert captured.out == ""
+
+
+def test_grants_issue_refuses_a_public_key_given_as_the_signing_key_without_echoing_it(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOP_TEST_GRANT_SIGNING_KEY", public_key_text(setup.verify_key))
+    rc, out, err = issue(setup, capsys, monkeypatch, "--reason", "x")
+    assert rc == 1
+    assert (
+        "approvals.grant_signing_key (env:HOOP_TEST_GRANT_SIGNING_KEY): this is the public key of "
+        "approvals.grant_verify_keys[0], not a private key"
+    ) in err
+    assert public_key_text(setup.verify_key) not in err
+    assert out == ""
+    pem_public = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA" + "A" * 43 + "=\n-----END PUBLIC KEY-----\n"
+    monkeypatch.setenv("HOOP_TEST_GRANT_SIGNING_KEY", pem_public)
+    rc, out, err = issue(setup, capsys, monkeypatch, "--reason", "x")
+    assert rc == 1
+    assert "this is a public key; grant_signing_key needs the private key" in err
+    assert "A" * 43 not in err
+
+
+def test_grants_issue_notes_a_signing_key_the_configured_servers_do_not_trust(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("HOOP_TEST_GRANT_SIGNING_KEY", private_key_pem(other))
+    rc, out, err = issue(setup, capsys, monkeypatch, "--reason", "x")
+    assert rc == 0, err
+    assert f"key {key_id(other.public_key())} is not in approvals.grant_verify_keys" in err
+    rc, _, err = cli(setup, capsys, monkeypatch, "grants", "inspect", stdin=out)
+    assert rc == 1
+    assert "signed by a key this server does not trust" in err
+
+
+def test_the_server_verifies_with_public_keys_only_and_a_ci_job_cannot_mint(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CI job runs with the server's configuration and environment: it has the verify key and the
+    # grants, but not the signing key.
+    setup.config.write_text(setup.config.read_text() + "  grants: {env: HOOP_TEST_GRANTS}\n")
+    monkeypatch.delenv("HOOP_TEST_GRANT_SIGNING_KEY")
+    rc, out, err = issue(
+        setup, capsys, monkeypatch, "--reason", "self-approval", token=setup.token("alice", "dba")
+    )
+    assert rc == 1
+    assert "grant_signing_key" in err
+    assert out == ""
+    # What it can get at is the public key from the configuration; signing "with" it yields a grant
+    # under another kid, which the server refuses at startup.
+    config = load_config(setup.config)
+    assert config.approvals is not None
+    (public,) = config.approvals.verify_keys()
+    now = utcnow().replace(microsecond=0)
+    forged = Grant(
+        grant_id=new_grant_id(),
+        issuer=setup.principal("alice", "dba"),
+        grantees=("*",),
+        tool="query_db",
+        connection="shop",
+        max_uses=1000,
+        issued_at=now,
+        not_before=now,
+        expires_at=now + timedelta(hours=1),
+        reason="approved",
+    )
+    impostor = Ed25519PrivateKey.from_private_bytes(
+        public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    environ = {
+        "HOOP_TEST_GRANTS": sign_grant(forged, impostor),
+        "HOOP_WEBHOOK_SECRET_UNSET": secrets.token_hex(16),
+    }
+    from hoop_mcp.runtime import open_approvals
+
+    async def run() -> None:
+        audit = await SqliteAuditLog.open(setup.db)
+        try:
+            await open_approvals(config, setup.config, environ=environ, audit=audit)
+        finally:
+            await audit.close()
+
+    with pytest.raises(ConfigError, match=r"grant #1 of 1 is refused: .*does not trust"):
+        anyio.run(run)
+
+
+def test_grants_inspect_needs_verify_keys(
+    tmp_path: Path,
+    oidc_issuer: OidcIssuer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_config(tmp_path, oidc_issuer)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hoopgrant2.x.y"))
+    assert main(["grants", "inspect", "--config", str(config)]) == 1
+    assert "approvals.grant_verify_keys is empty" in capsys.readouterr().err
+
+
+def test_grants_inspect_refuses_an_hmac_grant_with_the_reissue_message(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    legacy = "hoopgrant1." + _b64encode(b'{"grant_id":"grt_abcdefghij"}') + "." + _b64encode(b"m" * 32)
+    rc, out, err = cli(setup, capsys, monkeypatch, "grants", "inspect", stdin=legacy)
+    assert rc == 1
+    assert "HMAC grants are no longer accepted" in err
+    assert "re-issue" in err
+    assert out == ""
+
+
+# ----------------------------------------------------------------------------- grant configuration
+
+
+def test_a_configuration_with_the_old_grant_key_fails_saying_what_to_use_instead(
+    tmp_path: Path, oidc_issuer: OidcIssuer
+) -> None:
+    config = write_config(
+        tmp_path, oidc_issuer, signing_key=False, extra="  grant_key: {env: HOOP_GRANT_KEY}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    text = info.value.message
+    assert "'grant_key' is no longer supported" in text
+    for hint in ("grant_verify_keys", "grant_signing_key", "hoop-mcp grants keygen", "re-issue"):
+        assert hint in text
+    assert "Extra inputs are not permitted" not in text
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            (private_key_pem(Ed25519PrivateKey.generate()),),
+            "approvals.grant_verify_keys[0]: Value error, this is a PRIVATE key; grant_verify_keys takes "
+            "public keys only",
+        ),
+        (
+            ("not-a-key",),
+            "approvals.grant_verify_keys[0]: Value error, a verify key must be PEM or 32 bytes in base64url",
+        ),
+        (
+            (public_key_text(Ed25519PrivateKey.generate().public_key()), "QUJD"),
+            "approvals.grant_verify_keys[1]: Value error, a verify key must be 32 bytes in base64url, got 3",
+        ),
+        (
+            ("-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n",),
+            "approvals.grant_verify_keys[0]: Value error, not a valid PEM public key",
+        ),
+    ],
+    ids=["private key", "not base64url key", "second key short", "bad pem"],
+)
+def test_bad_verify_keys_are_config_errors_naming_the_key_path(
+    keys: tuple[str, ...], expected: str, tmp_path: Path, oidc_issuer: OidcIssuer
+) -> None:
+    config = write_config(tmp_path, oidc_issuer, verify_keys=keys)
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert expected in info.value.message
+    for key in keys:
+        for line in key.splitlines():
+            if len(line) >= 16 and not line.startswith("-----"):
+                assert line not in info.value.message
+
+
+def test_grants_without_verify_keys_is_a_config_error(tmp_path: Path, oidc_issuer: OidcIssuer) -> None:
+    config = write_config(tmp_path, oidc_issuer, extra="  grants: {env: HOOP_GRANTS}\n")
+    with pytest.raises(ConfigError, match="'grants' is set but 'grant_verify_keys' is empty"):
+        load_config(config)
+
+
+def test_a_literal_signing_key_is_refused_as_a_secret_that_must_be_a_reference(
+    tmp_path: Path, oidc_issuer: OidcIssuer
+) -> None:
+    pem = private_key_pem(Ed25519PrivateKey.generate())
+    config = write_config(
+        tmp_path, oidc_issuer, signing_key=False, extra=f"  grant_signing_key: {json.dumps(pem)}\n"
+    )
+    with pytest.raises(ConfigError, match="secrets are references") as info:
+        load_config(config)
+    assert pem.splitlines()[1] not in info.value.message
+
+
+def test_verify_keys_in_pem_and_raw_forms_both_load(tmp_path: Path, oidc_issuer: OidcIssuer) -> None:
+    first, second = Ed25519PrivateKey.generate().public_key(), Ed25519PrivateKey.generate().public_key()
+    pem = first.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    config = write_config(tmp_path, oidc_issuer, verify_keys=(pem, public_key_text(second)))
+    approvals = load_config(config).approvals
+    assert approvals is not None
+    assert [key_id(k) for k in approvals.verify_keys()] == [key_id(first), key_id(second)]
+
+
+# ------------------------------------------------------------------------------------------ keygen
+
+
+def _keygen_public_key(err: str) -> str:
+    (line,) = [line for line in err.splitlines() if line.strip().startswith('- "')]
+    return line.split('"')[1]
+
+
+def test_keygen_prints_a_private_key_and_its_public_key_line_that_round_trip(
+    tmp_path: Path,
+    oidc_issuer: OidcIssuer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    capsys.readouterr()
+    assert main(["grants", "keygen"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("-----BEGIN PRIVATE KEY-----\n")
+    assert out.endswith("-----END PRIVATE KEY-----\n")
+    signing = load_signing_key(out)
+    public_text = _keygen_public_key(err)
+    assert "PRIVATE" not in err
+    assert out.splitlines()[1] not in err
+    verify = load_verify_key(public_text)
+    assert key_id(verify) == key_id(signing.public_key())
+    assert f"kid {key_id(verify)}" in err
+    assert "grant_verify_keys" in err
+    # The pair works end to end through the configuration: issue with one, inspect with the other.
+    config = write_config(tmp_path, oidc_issuer, verify_keys=(public_text,))
+    monkeypatch.setenv("HOOP_TEST_GRANT_SIGNING_KEY", out)
+    monkeypatch.setenv("HOOP_AGENT_TOKEN", oidc_issuer.mint(sub="agent-7", groups=["agents"]))
+    setup = Setup(
+        config=config, db=tmp_path / "audit.db", issuer=oidc_issuer, signing_key=signing, agent_token=""
+    )
+    rc, token, err = issue(setup, capsys, monkeypatch, "--reason", "keygen round trip")
+    assert rc == 0, err
+    rc, _, err = cli(setup, capsys, monkeypatch, "grants", "inspect", stdin=token)
+    assert rc == 0, err
+    assert f"signature ok (key {key_id(verify)})" in err
+    # Two runs make two different keys.
+    assert main(["grants", "keygen"]) == 0
+    again, _ = capsys.readouterr()
+    assert again != out
+
+
+def test_keygen_writes_the_private_key_to_a_new_owner_only_file_and_never_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "grant-signing-key.pem"
+    capsys.readouterr()
+    assert main(["grants", "keygen", "--out", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    pem = path.read_text()
+    signing = load_signing_key(pem)
+    assert key_id(load_verify_key(_keygen_public_key(err))) == key_id(signing.public_key())
+    assert str(path) in err
+    assert pem.splitlines()[1] not in err
+    assert main(["grants", "keygen", "--out", str(path)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert path.read_text() == pem
 
 
 @pytest.mark.parametrize(

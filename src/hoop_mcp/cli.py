@@ -581,6 +581,8 @@ def _required_reason(reason: str | None, text: Callable[[str], str]) -> str:
 
 def _grant_signing_key(side: _ApproverSide) -> Ed25519PrivateKey:
     """The approvers' private key (approvals.grant_signing_key); servers never read it."""
+    from cryptography.hazmat.primitives import serialization
+
     from hoop_mcp.core.errors import ConfigError
     from hoop_mcp.core.grants import load_signing_key
 
@@ -594,11 +596,30 @@ def _grant_signing_key(side: _ApproverSide) -> Ed25519PrivateKey:
             "make a key pair with 'hoop-mcp grants keygen'",
         )
     ref = approvals_cfg.grant_signing_key
-    secret = ref.resolve(environ=os.environ, base_dir=side.config_path.parent)
+    where = f"approvals.grant_signing_key ({ref.describe()})"
     try:
-        return load_signing_key(secret.get_secret_value())
+        secret = ref.resolve(environ=os.environ, base_dir=side.config_path.parent)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{where}: {exc.message}; grants cannot be signed here",
+            hint="the signing key is only available on the approvers' side (for example from your "
+            "vault); servers and CI jobs verify grants with approvals.grant_verify_keys and cannot sign",
+        ) from None
+    try:
+        key = load_signing_key(secret.get_secret_value())
     except ValueError as exc:
-        raise ConfigError(f"approvals.grant_signing_key ({ref.describe()}): {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
+    # Raw 32-byte keys look alike: catch a public key pasted where the private key belongs.
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    for index, public in enumerate(approvals_cfg.verify_keys()):
+        if public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) == seed:
+            raise ConfigError(
+                f"{where}: this is the public key of approvals.grant_verify_keys[{index}], not a private "
+                "key; grant_signing_key needs the private key"
+            )
+    return key
 
 
 async def _record_grant_event(
@@ -823,9 +844,9 @@ def _grants_keygen(out: Path | None) -> int:
         where = f"written to {out} (mode 0600)"
     print(
         f"new grant signing key {kid}: {where}.\n"
-        "Keep it with the approvers only (approvals.grant_signing_key, e.g. in a vault read by "
-        "'hoop-mcp grants issue'); never give it to a server or a CI job.\n"
-        "Add this public key to approvals.grant_verify_keys of every server that should accept its grants:\n"
+        "Keep it with the approvers only (approvals.grant_signing_key, e.g. from a vault read by\n"
+        "'hoop-mcp grants issue'); never give it to a server or a CI job. Add its public key to\n"
+        "approvals.grant_verify_keys of every server that should accept its grants:\n"
         f'  - "{public_key_text(key.public_key())}"  # kid {kid}',
         file=sys.stderr,
     )

@@ -1,10 +1,12 @@
-"""Grants: the signed token format, every kind of tampering, matching, issuer eligibility, use counting."""
+"""Grants: the signed token format, keys and rotation, every kind of tampering, matching, issuer
+eligibility, use counting."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import secrets
@@ -14,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hoop_mcp.core import grants as grants_module
 from hoop_mcp.core.approvals import (
     Admitted,
     AgentSettings,
@@ -34,7 +40,13 @@ from hoop_mcp.core.grants import (
     GrantNotYetValid,
     GrantSet,
     decode_grant,
+    decode_grant_with_kid,
+    key_id,
+    load_signing_key,
+    load_verify_key,
     new_grant_id,
+    private_key_pem,
+    public_key_text,
     sign_grant,
     verify_grant,
 )
@@ -42,8 +54,12 @@ from hoop_mcp.core.models import Decision, Plan, Principal, ReviewSettings, Verd
 from hoop_mcp.stores.sqlite import SqliteAuditLog
 from tests.support.fake_approval_store import FakeApprovalStore
 
-KEY = secrets.token_urlsafe(32).encode()
-OTHER_KEY = secrets.token_urlsafe(32).encode()
+#: The approvers' signing key, and the public key a server verifies with.
+SIGNING_KEY = Ed25519PrivateKey.generate()
+KEY = SIGNING_KEY.public_key()
+#: Someone else's key pair (an attacker's, or another deployment's).
+OTHER_SIGNING_KEY = Ed25519PrivateKey.generate()
+OTHER_KEY = OTHER_SIGNING_KEY.public_key()
 T0 = datetime(2031, 5, 4, 12, 0, tzinfo=UTC)
 SKEW = timedelta(seconds=30)
 IDP = "https://idp.example.com"
@@ -114,24 +130,50 @@ class Clock:
         return self.now
 
 
-def grant_set(*grants: Grant, now: datetime = T0, key: bytes = KEY) -> tuple[GrantSet, Clock]:
+def grant_set(
+    *grants: Grant, now: datetime = T0, key: Ed25519PrivateKey = SIGNING_KEY
+) -> tuple[GrantSet, Clock]:
     clock = Clock(now)
     tokens = [sign_grant(g, key) for g in grants]
-    return GrantSet(key, tokens, agents=AGENTS, clock_skew_seconds=30, clock=clock), clock
+    return (
+        GrantSet(
+            verify_keys=[key.public_key()], tokens=tokens, agents=AGENTS, clock_skew_seconds=30, clock=clock
+        ),
+        clock,
+    )
 
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def signed(payload: bytes, key: bytes = KEY) -> str:
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def kid_of(key: Ed25519PublicKey) -> str:
+    """The documented key id, computed independently: sha256 of the raw public key, 16 hex digits."""
+    return hashlib.sha256(raw_public(key)).hexdigest()[:16]
+
+
+def signed(payload: bytes, key: Ed25519PrivateKey = SIGNING_KEY) -> str:
     """A token made independently from the documented format (not through sign_grant)."""
     body = b64(payload)
-    mac = hmac.new(key, f"hoopgrant1.{body}".encode(), hashlib.sha256).digest()
-    return f"hoopgrant1.{body}.{b64(mac)}"
+    signature = key.sign(f"hoopgrant2.{body}".encode())
+    return f"hoopgrant2.{body}.{b64(signature)}"
 
 
-TOKEN = sign_grant(make_grant(max_uses=3), KEY)
+def with_kid(grant: Grant, key: Ed25519PrivateKey = SIGNING_KEY, **extra: Any) -> bytes:
+    """The canonical payload of ``grant`` as the format documents it (``kid`` added), plus ``extra``."""
+    data = {**json.loads(grant.payload()), "kid": kid_of(key.public_key()), **extra}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+TOKEN = sign_grant(make_grant(max_uses=3), SIGNING_KEY)
 
 
 # ------------------------------------------------------------------------------------ the format
@@ -139,88 +181,112 @@ TOKEN = sign_grant(make_grant(max_uses=3), KEY)
 
 def test_a_signed_grant_verifies_to_the_same_grant() -> None:
     grant = make_grant(effects=("write",), relations=("public.*",), max_uses=5)
-    token = sign_grant(grant, KEY)
+    token = sign_grant(grant, SIGNING_KEY)
     assert verify_grant(token, KEY, now=T0 + timedelta(minutes=5), skew=SKEW) == grant
+    assert verify_grant(token, [KEY], now=T0 + timedelta(minutes=5), skew=SKEW) == grant
+    assert decode_grant_with_kid(token, [OTHER_KEY, KEY]) == (grant, key_id(KEY))
 
 
-def test_the_token_is_prefix_payload_and_hmac_over_prefix_and_payload_as_documented() -> None:
+def test_the_token_is_prefix_payload_with_kid_and_ed25519_over_prefix_and_payload_as_documented() -> None:
     grant = make_grant()
-    token = sign_grant(grant, KEY)
-    prefix, body, mac = token.split(".")
-    assert prefix == "hoopgrant1"
+    token = sign_grant(grant, SIGNING_KEY)
+    prefix, body, sig = token.split(".")
+    assert prefix == "hoopgrant2"
     assert "=" not in token
-    expected = hmac.new(KEY, f"hoopgrant1.{body}".encode(), hashlib.sha256).digest()
-    assert mac == b64(expected)
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    # The signature is Ed25519 by the signing key over "hoopgrant2." + the payload segment.
+    KEY.verify(unb64(sig), f"hoopgrant2.{body}".encode())
+    assert len(unb64(sig)) == 64
+    payload = json.loads(unb64(body))
     assert payload["grant_id"] == grant.grant_id
     assert payload["issuer"]["subject"] == "alice"
+    assert payload["kid"] == kid_of(KEY) == key_id(KEY)
+    assert len(payload["kid"]) == 16
     # Canonical JSON: sorted keys, no whitespace.
-    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    raw = unb64(body)
     assert raw == json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    assert signed(raw) == token
+    assert raw == with_kid(grant)
+    assert signed(raw) == token  # Ed25519 is deterministic
 
 
 def _flip_payload_char(token: str) -> str:
-    prefix, body, mac = token.split(".")
+    prefix, body, sig = token.split(".")
     i = len(body) // 2
     body = body[:i] + ("B" if body[i] != "B" else "C") + body[i + 1 :]
-    return f"{prefix}.{body}.{mac}"
+    return f"{prefix}.{body}.{sig}"
 
 
-def _reencoded_with_old_mac(token: str) -> str:
-    prefix, body, mac = token.split(".")
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    payload["max_uses"] = 1000
+def _changed_with_old_signature(token: str, **changes: Any) -> str:
+    prefix, body, sig = token.split(".")
+    payload = {**json.loads(unb64(body)), **changes}
     raw = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return f"{prefix}.{b64(raw)}.{mac}"
+    return f"{prefix}.{b64(raw)}.{sig}"
 
 
-def _grantees_widened_with_old_mac(token: str) -> str:
-    prefix, body, mac = token.split(".")
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    payload["grantees"] = ["*"]
-    raw = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return f"{prefix}.{b64(raw)}.{mac}"
+def _reencoded_with_old_signature(token: str) -> str:
+    return _changed_with_old_signature(token, max_uses=1000)
+
+
+def _grantees_widened_with_old_signature(token: str) -> str:
+    return _changed_with_old_signature(token, grantees=["*"])
+
+
+def _signature_bit_flipped(token: str) -> str:
+    prefix, body, sig = token.split(".")
+    raw = bytearray(unb64(sig))
+    raw[10] ^= 0x01
+    return f"{prefix}.{body}.{b64(bytes(raw))}"
 
 
 TAMPERS: dict[str, tuple[Callable[[str], str], str]] = {
-    "flipped payload character": (_flip_payload_char, "signature does not match"),
-    "re-encoded payload with the old MAC": (_reencoded_with_old_mac, "signature does not match"),
-    "grantees widened with the old MAC": (_grantees_widened_with_old_mac, "signature does not match"),
-    "MAC cut short": (lambda t: t[:-4], "signature does not match|not canonical"),
-    "MAC segment dropped": (lambda t: t.rsplit(".", 1)[0], "expected hoopgrant1.<payload>.<signature>"),
-    "extra segment": (lambda t: t + ".AAAA", "expected hoopgrant1.<payload>.<signature>"),
-    "wrong prefix": (lambda t: "hoopgrant2" + t[len("hoopgrant1") :], "prefix wrong"),
+    "flipped payload character": (_flip_payload_char, "signature does not match|not JSON"),
+    "re-encoded payload with the old signature": (_reencoded_with_old_signature, "signature does not match"),
+    "grantees widened with the old signature": (
+        _grantees_widened_with_old_signature,
+        "signature does not match",
+    ),
+    "kid swapped for another trusted-looking kid": (
+        lambda t: _changed_with_old_signature(t, kid=kid_of(OTHER_KEY)),
+        "does not trust",
+    ),
+    "kid removed": (lambda t: signed(make_grant().payload()), "no valid key id"),
+    "kid not hex": (lambda t: signed(with_kid(make_grant(), kid="KEY-1")), "no valid key id"),
+    "signature bit flipped": (_signature_bit_flipped, "signature does not match"),
+    "signature cut short": (lambda t: t[:-4], "signature does not match|not canonical"),
+    "signature segment dropped": (
+        lambda t: t.rsplit(".", 1)[0],
+        "expected hoopgrant2.<payload>.<signature>",
+    ),
+    "extra segment": (lambda t: t + ".AAAA", "expected hoopgrant2.<payload>.<signature>"),
+    "wrong prefix": (lambda t: "hoopgrant3" + t[len("hoopgrant2") :], "prefix wrong"),
     "padding added": (lambda t: t + "=", "not base64url"),
-    "not base64": (lambda t: "hoopgrant1.!!!!." + t.split(".")[2], "payload is not base64url"),
-    "empty payload": (lambda t: "hoopgrant1.." + t.split(".")[2], "payload is not base64url"),
-    "oversized": (lambda t: "hoopgrant1." + "A" * MAX_TOKEN_CHARS + "." + t.split(".")[2], "too large"),
+    "not base64": (lambda t: "hoopgrant2.!!!!." + t.split(".")[2], "payload is not base64url"),
+    "empty payload": (lambda t: "hoopgrant2.." + t.split(".")[2], "payload is not base64url"),
+    "oversized": (lambda t: "hoopgrant2." + "A" * MAX_TOKEN_CHARS + "." + t.split(".")[2], "too large"),
     "whitespace inside": (lambda t: t[:20] + " " + t[20:], "not base64url"),
-    "signed with another key": (lambda t: sign_grant(make_grant(), OTHER_KEY), "signature does not match"),
-    "a MAC from another token": (
-        lambda t: t.rsplit(".", 1)[0] + "." + sign_grant(make_grant(), KEY).split(".")[2],
+    "signed with another key": (
+        lambda t: sign_grant(make_grant(), OTHER_SIGNING_KEY),
+        "signed by a key this server does not trust",
+    ),
+    "another key's signature under this key's kid": (
+        lambda t: signed(with_kid(make_grant()), OTHER_SIGNING_KEY),
+        "signature does not match",
+    ),
+    "a signature from another token": (
+        lambda t: t.rsplit(".", 1)[0] + "." + sign_grant(make_grant(), SIGNING_KEY).split(".")[2],
         "signature does not match",
     ),
     "signed payload that is not JSON": (lambda t: signed(b"\xff not json"), "not JSON"),
+    "signed payload that is a JSON list": (lambda t: signed(b"[1,2]"), "no valid key id"),
     "signed payload missing fields": (
-        lambda t: signed(b'{"grant_id":"grt_abcdefghij"}'),
+        lambda t: signed(json.dumps({"grant_id": "grt_abcdefghij", "kid": kid_of(KEY)}).encode()),
         "invalid grant payload",
     ),
     "signed payload with an unknown key": (
-        lambda t: signed(
-            json.dumps({**json.loads(make_grant().payload()), "admin": True}, sort_keys=True).encode()
-        ),
+        lambda t: signed(with_kid(make_grant(), admin=True)),
         "invalid grant payload: admin",
     ),
     "signed payload valid for a year": (
-        lambda t: signed(
-            json.dumps(
-                {
-                    **json.loads(make_grant().payload()),
-                    "expires_at": (T0 + timedelta(days=365)).isoformat(),
-                }
-            ).encode()
-        ),
+        lambda t: signed(with_kid(make_grant(), expires_at=(T0 + timedelta(days=365)).isoformat())),
         "at most 7 days",
     ),
 }
@@ -234,7 +300,7 @@ def test_every_tampered_or_malformed_token_is_refused_with_a_clear_message(tampe
     with pytest.raises(GrantError, match=expected) as info:
         verify_grant(bad, KEY, now=T0, skew=SKEW)
     text = info.value.diagnostics()
-    for secret_part in (KEY.decode(), *TOKEN.split(".")[1:], *bad.split(".")[1:]):
+    for secret_part in (public_key_text(KEY), *TOKEN.split(".")[1:], *bad.split(".")[1:]):
         if len(secret_part) >= 8:
             assert secret_part not in text
 
@@ -250,21 +316,22 @@ def test_any_single_byte_change_to_a_token_is_refused(data: st.DataObject) -> No
         verify_grant(raw.decode("latin-1"), KEY, now=T0, skew=SKEW)
 
 
-def test_the_last_character_of_the_mac_cannot_be_swapped_for_an_equivalent_encoding() -> None:
-    # A 32-byte MAC is 43 base64 characters whose last one carries 2 unused bits: a lenient
-    # decoder would accept 4 different last characters for the same MAC.
-    prefix, body, mac = TOKEN.split(".")
+def test_the_last_character_of_the_signature_cannot_be_swapped_for_an_equivalent_encoding() -> None:
+    # A 64-byte signature is 86 base64 characters whose last one carries 4 unused bits: a lenient
+    # decoder would accept 16 different last characters for the same signature.
+    prefix, body, sig = TOKEN.split(".")
+    assert len(sig) == 86
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    base = alphabet.index(mac[-1]) & ~0b11
-    for ch in alphabet[base : base + 4]:
-        if ch != mac[-1]:
+    base = alphabet.index(sig[-1]) & ~0b1111
+    for ch in alphabet[base : base + 16]:
+        if ch != sig[-1]:
             with pytest.raises(GrantError, match="not canonical"):
-                verify_grant(f"{prefix}.{body}.{mac[:-1]}{ch}", KEY, now=T0, skew=SKEW)
+                verify_grant(f"{prefix}.{body}.{sig[:-1]}{ch}", KEY, now=T0, skew=SKEW)
 
 
 def test_a_grant_is_refused_once_expired_beyond_the_clock_skew_and_accepted_within_it() -> None:
     grant = make_grant()
-    token = sign_grant(grant, KEY)
+    token = sign_grant(grant, SIGNING_KEY)
     assert verify_grant(token, KEY, now=grant.expires_at + SKEW - timedelta(seconds=1), skew=SKEW) == grant
     with pytest.raises(GrantExpired, match=rf"grant {grant.grant_id} expired at"):
         verify_grant(token, KEY, now=grant.expires_at + SKEW + timedelta(seconds=1), skew=SKEW)
@@ -272,7 +339,7 @@ def test_a_grant_is_refused_once_expired_beyond_the_clock_skew_and_accepted_with
 
 def test_a_grant_is_refused_before_it_is_valid_beyond_the_clock_skew_and_accepted_within_it() -> None:
     grant = make_grant(not_before=T0 + timedelta(minutes=10))
-    token = sign_grant(grant, KEY)
+    token = sign_grant(grant, SIGNING_KEY)
     early = grant.not_before - SKEW - timedelta(seconds=1)
     with pytest.raises(GrantNotYetValid, match="is not valid before"):
         verify_grant(token, KEY, now=early, skew=SKEW)
@@ -281,9 +348,9 @@ def test_a_grant_is_refused_before_it_is_valid_beyond_the_clock_skew_and_accepte
 
 def test_decode_checks_the_signature_but_not_the_times() -> None:
     grant = make_grant()
-    assert decode_grant(sign_grant(grant, KEY), KEY) == grant
-    with pytest.raises(GrantError, match="signature does not match"):
-        decode_grant(sign_grant(grant, OTHER_KEY), KEY)
+    assert decode_grant(sign_grant(grant, SIGNING_KEY), KEY) == grant
+    with pytest.raises(GrantError, match="does not trust"):
+        decode_grant(sign_grant(grant, OTHER_SIGNING_KEY), KEY)
 
 
 @pytest.mark.parametrize(
@@ -306,29 +373,197 @@ def test_grants_that_could_never_be_valid_cannot_be_made(change: dict[str, Any],
         make_grant(**change)
 
 
-def test_a_short_key_is_refused_for_signing_verifying_and_grant_sets() -> None:
-    short = b"k" * 31
-    with pytest.raises(ConfigError, match="too short"):
-        sign_grant(make_grant(), short)
-    with pytest.raises(ConfigError, match="too short"):
-        verify_grant(TOKEN, short, now=T0)
-    with pytest.raises(ConfigError, match="too short"):
-        GrantSet(short, [], agents=AGENTS)
+# ------------------------------------------------------------------------------ keys and minting
+
+
+def cast_any(value: object) -> Any:
+    """Lets a test pass what the types forbid, to see it refused at run time."""
+    return value
+
+
+def test_the_verifying_side_takes_public_keys_only_and_has_no_way_to_sign() -> None:
+    # What a server holds is a public key: it verifies, and cannot produce a signature.
+    assert isinstance(KEY, Ed25519PublicKey)
+    assert not hasattr(KEY, "sign")
+    # Every verifying entry point refuses a private key (or an HMAC-style shared secret)...
+    for bad in (SIGNING_KEY, b"k" * 32, "shared-secret", public_key_text(KEY)):
+        with pytest.raises(TypeError, match="public key"):
+            verify_grant(TOKEN, cast_any(bad), now=T0)
+        with pytest.raises(TypeError, match="public key"):
+            decode_grant(TOKEN, [cast_any(bad)])
+        with pytest.raises(TypeError, match="public key"):
+            GrantSet(verify_keys=[cast_any(bad)], tokens=[], agents=AGENTS)
+    with pytest.raises(TypeError, match="private"):
+        GrantSet(verify_keys=[KEY, cast_any(SIGNING_KEY)], tokens=[TOKEN], agents=AGENTS)
+    # ...and signing takes a private key, so a public key cannot be used to mint.
+    with pytest.raises(TypeError, match="private key"):
+        sign_grant(make_grant(), cast_any(KEY))
+    # The constructor's signature names verify keys and nothing that could sign.
+    params = inspect.signature(GrantSet).parameters
+    assert "verify_keys" in params
+    assert not {"key", "signing_key", "private_key", "grant_key"} & set(params)
+
+
+def test_a_grant_an_attacker_signs_with_their_own_key_is_refused_even_naming_a_real_approver() -> None:
+    # Whoever reads the server's configuration learns only public keys; the best they can do is sign
+    # with a private key of their own, naming a real approver as issuer and themselves as grantee.
+    attacker = Ed25519PrivateKey.generate()
+    forged = make_grant(issuer=ALICE, grantees=("*",), max_uses=1000, reason="approved, honest")
+    # Under the attacker's own kid: the server does not trust it.
+    with pytest.raises(GrantError, match="signed by a key this server does not trust"):
+        verify_grant(sign_grant(forged, attacker), KEY, now=T0)
+    # Claiming the approvers' kid: the signature does not verify with the approvers' public key.
+    with pytest.raises(GrantError, match="signature does not match"):
+        verify_grant(signed(with_kid(forged), attacker), KEY, now=T0)
+    # Nor can they pass the server's public key off as a signing key: 32 raw public bytes are not the
+    # private key, so what they sign is under another kid.
+    impostor = Ed25519PrivateKey.from_private_bytes(raw_public(KEY))
+    with pytest.raises(GrantError, match="does not trust"):
+        verify_grant(sign_grant(forged, impostor), KEY, now=T0)
+    with pytest.raises(ConfigError, match="grant #1 of 1 is refused"):
+        GrantSet(verify_keys=[KEY], tokens=[sign_grant(forged, attacker)], agents=AGENTS, clock=Clock(T0))
+
+
+def test_key_rotation_accepts_grants_from_every_listed_key_and_refuses_a_removed_one() -> None:
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    by_old, by_new = make_grant(), make_grant()
+    old_token, new_token = sign_grant(by_old, old), sign_grant(by_new, new)
+    both = [old.public_key(), new.public_key()]
+    assert verify_grant(old_token, both, now=T0) == by_old
+    assert verify_grant(new_token, both, now=T0) == by_new
+    assert decode_grant_with_kid(old_token, both)[1] == key_id(old.public_key())
+    assert decode_grant_with_kid(new_token, both)[1] == key_id(new.public_key())
+    rotated = GrantSet(verify_keys=both, tokens=[old_token, new_token], agents=AGENTS, clock=Clock(T0))
+    assert [g.grant_id for g in rotated.grants] == [by_old.grant_id, by_new.grant_id]
+    assert set(rotated.kids) == {key_id(k) for k in both}
+    # The old key is removed from the list: its grants are refused, the new key's still verify.
+    assert verify_grant(new_token, [new.public_key()], now=T0) == by_new
+    with pytest.raises(GrantError, match=rf"does not trust \(kid {key_id(old.public_key())}\)"):
+        verify_grant(old_token, [new.public_key()], now=T0)
+    with pytest.raises(ConfigError, match=r"grant #1 of 2 is refused: .*does not trust"):
+        GrantSet(
+            verify_keys=[new.public_key()], tokens=[old_token, new_token], agents=AGENTS, clock=Clock(T0)
+        )
+
+
+def test_the_same_verify_key_listed_twice_counts_once_and_no_key_is_an_error() -> None:
+    assert GrantSet(verify_keys=[KEY, KEY], tokens=[TOKEN], agents=AGENTS, clock=Clock(T0)).kids == (
+        key_id(KEY),
+    )
+    with pytest.raises(ConfigError, match="no grant verify key"):
+        GrantSet(verify_keys=[], tokens=[TOKEN], agents=AGENTS)
+
+
+def test_an_hmac_grant_of_the_previous_format_is_refused_with_the_reissue_message() -> None:
+    secret = secrets.token_urlsafe(32).encode()
+    body = b64(make_grant().payload())
+    mac = hmac.new(secret, f"hoopgrant1.{body}".encode(), hashlib.sha256).digest()
+    legacy = f"hoopgrant1.{body}.{b64(mac)}"
+    with pytest.raises(GrantError, match="HMAC grants are no longer accepted") as info:
+        verify_grant(legacy, KEY, now=T0)
+    assert "re-issue" in info.value.diagnostics()
+    assert body[:16] not in info.value.diagnostics()
+    with pytest.raises(ConfigError, match=r"grant #1 of 1 is refused: .*HMAC grants are no longer accepted"):
+        GrantSet(verify_keys=[KEY], tokens=[legacy], agents=AGENTS, clock=Clock(T0))
+
+
+def test_keys_load_from_pem_or_raw_base64url_and_round_trip() -> None:
+    pem_private = private_key_pem(SIGNING_KEY)
+    assert pem_private.startswith("-----BEGIN PRIVATE KEY-----")
+    loaded = load_signing_key(pem_private)
+    assert key_id(loaded.public_key()) == key_id(KEY)
+    raw_private = SIGNING_KEY.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    for text in (b64(raw_private), base64.b64encode(raw_private).decode(), "  " + b64(raw_private) + "\n"):
+        assert key_id(load_signing_key(text).public_key()) == key_id(KEY)
+    pem_public = KEY.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    for text in (pem_public, public_key_text(KEY), base64.b64encode(raw_public(KEY)).decode()):
+        assert key_id(load_verify_key(text)) == key_id(KEY)
+    token = sign_grant(make_grant(), load_signing_key(pem_private))
+    assert verify_grant(token, load_verify_key(public_key_text(KEY)), now=T0).issuer == ALICE
+
+
+def _ec_pem(private: bool) -> str:
+    key = generate_private_key(SECP256R1())
+    if private:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (private_key_pem(SIGNING_KEY), "this is a PRIVATE key; grant_verify_keys takes public keys only"),
+        ("", "must not be empty"),
+        ("not a key!", "PEM or 32 bytes in base64url"),
+        (b64(b"\x01" * 31), "32 bytes in base64url, got 31 bytes"),
+        (b64(b"\x01" * 64), "32 bytes in base64url, got 64 bytes"),
+        ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "not a valid PEM public key"),
+        ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "expected a PEM"),
+        (_ec_pem(private=False), "grants use Ed25519"),
+    ],
+    ids=["private key", "empty", "garbage", "31 bytes", "64 bytes", "bad pem", "certificate", "ec key"],
+)
+def test_a_bad_verify_key_is_refused_with_a_clear_message(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        load_verify_key(text)
+    for line in text.splitlines():  # the key itself is never echoed
+        if len(line) >= 16 and not line.startswith("-----"):
+            assert line not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            KEY.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode(),
+            "this is a public key; grant_signing_key needs the private key",
+        ),
+        ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "encrypted"),
+        ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "not a valid PKCS8 PEM"),
+        (_ec_pem(private=True), "grants use Ed25519"),
+        (b64(b"secret"), "32 bytes in base64url, got 6 bytes"),
+        ("secret", "not canonical base64url"),
+        ("", "must not be empty"),
+    ],
+    ids=["public key", "encrypted", "bad pem", "ec key", "short", "not canonical", "empty"],
+)
+def test_a_bad_signing_key_is_refused_with_a_clear_message(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_signing_key(text)
+
+
+def test_the_module_has_no_shared_secret_code_path_left() -> None:
+    source = inspect.getsource(grants_module)
+    assert "import hmac" not in source
+    assert "HMAC-SHA256(" not in source
 
 
 # ----------------------------------------------------------------------------------- grant sets
 
 
 def test_a_forged_grant_in_the_configuration_is_an_error_naming_its_position_not_its_content() -> None:
-    good = sign_grant(make_grant(), KEY)
-    forged = _grantees_widened_with_old_mac(good)
+    good = sign_grant(make_grant(), SIGNING_KEY)
+    forged = _grantees_widened_with_old_signature(good)
     with pytest.raises(
         ConfigError, match=r"grant #2 of 3 is refused: the grant's signature does not match"
     ) as info:
-        GrantSet(KEY, [good, forged, good], agents=AGENTS, clock=Clock(T0))
+        GrantSet(verify_keys=[KEY], tokens=[good, forged, good], agents=AGENTS, clock=Clock(T0))
     text = info.value.diagnostics()
     assert forged.split(".")[1][:12] not in text
-    assert KEY.decode() not in text
+    assert public_key_text(KEY) not in text
+    assert "grant_verify_keys" in text
 
 
 def test_an_expired_grant_in_the_configuration_is_logged_and_dropped(

@@ -9,7 +9,8 @@ when a grant covers it instead of holding it for review.
 
 Signatures are asymmetric on purpose: the server (a CI job, an agent with a shell next to it) holds
 only public keys, so whatever can read its configuration can verify grants but never mint one.
-Nothing in this module signs with a public key, and the verifying API refuses private keys.
+Only :func:`sign_grant` signs, and it takes the private key; every verifying function and
+:class:`GrantSet` take public keys and refuse a private key, so no verifying code path can sign.
 
 Token format (ASCII, one line)::
 
@@ -244,7 +245,7 @@ def _raw_key_bytes(text: str, *, what: str) -> bytes:
     try:
         data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
-        raise ValueError(f"{what} is not valid base64url") from None
+        raise ValueError(f"{what} must be PEM or 32 bytes in base64url; it is not valid base64url") from None
     if _b64encode(data) != body:
         raise ValueError(f"{what} is not canonical base64url")
     if len(data) != _RAW_KEY_BYTES:
@@ -325,7 +326,11 @@ VerifyKeys = Ed25519PublicKey | Iterable[Ed25519PublicKey]
 def verify_keyring(verify_keys: VerifyKeys) -> dict[str, Ed25519PublicKey]:
     """The verify keys by ``kid``. Refuses anything that is not an Ed25519 public key: in particular a
     private key, which must never reach a server (it could mint grants)."""
-    keys = [verify_keys] if isinstance(verify_keys, Ed25519PublicKey) else list(verify_keys)
+    keys: list[object]
+    if isinstance(verify_keys, Iterable) and not isinstance(verify_keys, str | bytes | bytearray):
+        keys = list(verify_keys)
+    else:
+        keys = [verify_keys]  # one key, or something that is no key at all (refused below)
     ring: dict[str, Ed25519PublicKey] = {}
     for key in keys:
         if isinstance(key, Ed25519PrivateKey):
