@@ -39,4 +39,4 @@ def shop(pg_cluster: EmbeddedPostgres, app_password: str) -> Iterator[ShopDb]:
     yield from iter_shop(pg_cluster, app_password)
 
 
-pytest_plugins = ["tests.support.oidc", "tests.support.browser"]
+pytest_plugins = ["tests.support.oidc", "tests.support.browser", "tests.support.git_remote"]

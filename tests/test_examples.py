@@ -33,10 +33,11 @@ ROOT_POLICIES = ROOT / "policies"
 SERVER_CONFIGS = ("hoop-mcp.yaml",)
 POLICIES = ("policy-analysts.yaml",)
 REVIEW_POLICIES = ("policy-four-eyes.yaml",)
+GIT_POLICIES = ("policy-git.yaml",)
 CLIENT_JSON = ("claude_desktop_config.json", "vscode-mcp.json")
 MARKDOWN = ("claude-code.md",)
 WORKFLOWS = ("ci-workflow.yaml",)
-COVERED = {*SERVER_CONFIGS, *POLICIES, *REVIEW_POLICIES, *CLIENT_JSON, *MARKDOWN, *WORKFLOWS}
+COVERED = {*SERVER_CONFIGS, *POLICIES, *REVIEW_POLICIES, *GIT_POLICIES, *CLIENT_JSON, *MARKDOWN, *WORKFLOWS}
 
 HEREDOC = re.compile(
     r"^cat > \"?(?P<target>[^\"\s]+)\"? <<'EOF'\n(?P<body>.*?)^EOF$", re.MULTILINE | re.DOTALL
@@ -67,7 +68,10 @@ def test_server_config_loads_with_its_policies(name: str) -> None:
     assert config.identity.unsafe_static_principal is None, "a production example must verify tokens"
     assert len(config.connections) >= 2
     for conn in config.connections.values():
-        assert conn.read_role, "production examples read through a least-privilege role"
+        if conn.kind == "postgres":
+            assert conn.read_role, "production examples read through a least-privilege role"
+        else:
+            assert conn.token is not None or conn.ssh_key is not None
     policy = load_policy_for(config, path.resolve())
     assert policy.rules
 
@@ -101,6 +105,32 @@ def test_four_eyes_example_holds_customer_changes_for_a_dba_and_keeps_team_denia
     ddl = Plan(effect="ddl", command="DROP", relations_written=("public.customers",))
     denied = evaluate(policy, CallFacts(tool="query_db", connection="shop", principal=engineer, plan=ddl))
     assert denied.verdict is Verdict.DENY  # deny still beats review
+
+
+@pytest.mark.parametrize("name", GIT_POLICIES)
+def test_git_example_frees_feature_branches_and_holds_main_and_history_rewrites(name: str) -> None:
+    from hoop_mcp.core.models import Plan, Principal, Verdict
+    from hoop_mcp.core.policy import CallFacts, evaluate
+
+    policy = load_policy_files([EXAMPLES / name])
+    agent = Principal(subject="agent-7", issuer="https://login.example.com", groups=("ai-agents",))
+
+    def decide(ref: str, *flags: str) -> tuple[Verdict, str]:
+        plan = Plan(effect="write", command="PUSH", refs=(ref,), flags=flags)
+        d = evaluate(policy, CallFacts(tool="git_push", connection="app", principal=agent, plan=plan))
+        return d.verdict, d.rule_id
+
+    assert decide("refs/heads/feature/login") == (Verdict.ALLOW, "feature-pushes")
+    assert decide("refs/heads/feature/login", "new_ref") == (Verdict.ALLOW, "feature-pushes")
+    assert decide("refs/heads/main") == (Verdict.REVIEW, "protected-branches")
+    assert decide("refs/heads/release/2.0") == (Verdict.REVIEW, "protected-branches")
+    assert decide("refs/heads/feature/login", "force_push") == (Verdict.REVIEW, "history-rewrites")
+    assert decide("refs/heads/feature/old", "ref_delete") == (Verdict.REVIEW, "history-rewrites")
+    assert decide("refs/tags/v1", "tag_push", "new_ref") == (Verdict.DENY, "no-tags-from-agents")
+    assert decide("refs/heads/experiments/x") == (Verdict.DENY, "default-deny")
+    read = Plan(effect="read", command="PUSH")
+    outgoing = evaluate(policy, CallFacts(tool="git_outgoing", connection="app", principal=agent, plan=read))
+    assert outgoing.verdict is Verdict.ALLOW
 
 
 def test_the_example_config_configures_approvals_for_its_review_rules() -> None:

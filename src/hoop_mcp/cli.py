@@ -333,6 +333,11 @@ def _policy_explain(args: argparse.Namespace) -> int:
             raise HoopError(
                 f"no connection {args.connection!r} in {args.config}; it has: {', '.join(cfg.connections)}"
             )
+        if conn.kind != "postgres":
+            raise HoopError(
+                f"connection {args.connection!r} is a {conn.kind} connection; 'policy explain' reads SQL "
+                "for postgres connections"
+            )
         schema, max_bytes = conn.schema_name, conn.max_sql_bytes
     else:
         policy = load_policy_files(list(args.policy))

@@ -92,8 +92,94 @@ class PostgresConnection(FrozenModel):
         return value
 
 
-Connection = Annotated[PostgresConnection, Field(discriminator="kind")]
-_CONNECTION_KINDS = ("postgres",)
+_GIT_HTTPS_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+-]*)?")
+_GIT_SSH_URL = re.compile(
+    r"ssh://[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/+-]*"
+    r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~][A-Za-z0-9._~/+-]*"
+)
+
+
+class SecretScanSettings(FrozenModel):
+    """Push protection: every outgoing commit is scanned; a finding blocks the push."""
+
+    #: Glob patterns of paths never scanned (e.g. ``docs/examples/*``). In-repository ignore files
+    #: and inline markers are not honoured: the agent writes those.
+    allow_paths: tuple[str, ...] = ()
+    #: Findings to let through, as ``<commit>:<path>:<rule>:<line>`` (the fingerprint a blocked push
+    #: prints, as in gitleaks' ``.gitleaksignore``).
+    allow_findings: tuple[str, ...] = ()
+    #: Rule ids to turn off entirely (see docs/secret-scanning.md).
+    disabled_rules: tuple[str, ...] = ()
+
+
+class GitConnection(FrozenModel):
+    """A Git remote the server pushes to with its own credential (see docs/git.md)."""
+
+    kind: Literal["git"]
+    description: str = ""
+    #: ``https://host/org/repo.git`` or ``ssh://git@host/org/repo.git`` (``git@host:org/repo.git``).
+    #: Never with credentials in it.
+    remote_url: str
+    #: HTTPS: the token (or password), by reference. Sent by git only to this host.
+    token: SecretRef | None = None
+    #: HTTPS: the user name sent with the token (GitHub accepts any; GitLab wants ``oauth2``).
+    username: str = Field(default="x-access-token", min_length=1, max_length=100)
+    #: SSH: the private key (a deploy key), by reference.
+    ssh_key: SecretRef | None = None
+    #: SSH: a known_hosts file for the remote host (host keys are always checked).
+    known_hosts: Path | None = None
+    #: Directories the agents' working copies must live in (after resolving symlinks).
+    workspace_roots: tuple[Path, ...] = Field(min_length=1)
+    #: Largest push (bytes of new objects, uncompressed) and most commits in one push.
+    max_push_bytes: int = Field(default=100_000_000, ge=1_000, le=2_000_000_000)
+    max_commits: int = Field(default=1_000, ge=1, le=100_000)
+    #: Time limit of each git network operation.
+    timeout_s: float = Field(default=120.0, gt=0, le=3_600)
+    scan: SecretScanSettings = SecretScanSettings()
+    #: Where the server keeps its own staging clone of the remote (default: next to the audit log).
+    state_dir: Path | None = None
+
+    @field_validator("remote_url")
+    @classmethod
+    def _remote_url(cls, value: str) -> str:
+        if "@" in value.split("://", 1)[-1].split("/", 1)[0] and value.startswith(("http://", "https://")):
+            raise ValueError("remote_url must not contain credentials; give them in 'token' (by reference)")
+        if not (_GIT_HTTPS_URL.fullmatch(value) or _GIT_SSH_URL.fullmatch(value)):
+            raise ValueError(
+                f"remote_url must be an https://, http://, ssh:// or user@host:path URL without "
+                f"credentials, query or fragment, got {value!r}"
+            )
+        return value
+
+    @field_validator("workspace_roots")
+    @classmethod
+    def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        for root in value:
+            if not root.is_absolute():
+                raise ValueError(f"workspace root {str(root)!r} must be an absolute path")
+        return value
+
+    @property
+    def uses_ssh(self) -> bool:
+        return not self.remote_url.startswith(("http://", "https://"))
+
+    @model_validator(mode="after")
+    def _credential(self) -> GitConnection:
+        if self.uses_ssh:
+            if self.ssh_key is None or self.known_hosts is None:
+                raise ValueError("an SSH remote needs 'ssh_key' (by reference) and 'known_hosts'")
+            if self.token is not None:
+                raise ValueError("'token' is for HTTPS remotes; an SSH remote uses 'ssh_key'")
+        else:
+            if self.token is None:
+                raise ValueError("an HTTPS remote needs 'token' (by reference: {env: ...} or {file: ...})")
+            if self.ssh_key is not None:
+                raise ValueError("'ssh_key' is for SSH remotes; an HTTPS remote uses 'token'")
+        return self
+
+
+Connection = Annotated[PostgresConnection | GitConnection, Field(discriminator="kind")]
+_CONNECTION_KINDS = ("postgres", "git")
 
 
 class OidcIdentity(FrozenModel):
@@ -323,6 +409,7 @@ class ServerConfig(FrozenModel):
 
 _SECRET_KEYS = (
     "dsn",
+    "ssh_key",
     "token",
     "hash_key",
     "secret",

@@ -15,6 +15,7 @@ import psycopg.conninfo
 from hoop_mcp.backends.postgres import PostgresBackend
 from hoop_mcp.config import (
     ApprovalsConfig,
+    GitConnection,
     IdentityConfig,
     SecretRef,
     ServerConfig,
@@ -211,6 +212,68 @@ async def open_approvals(
     return Approvals(service=service, store=store, approver_auth=auth, config=cfg)
 
 
+def git_secrets(username: str, token: str) -> list[str]:
+    """Every form of an HTTPS credential that must never leave: the token, and the Basic
+    authorization value git sends (base64 of ``user:token``), and base64 of the token alone."""
+    import base64
+
+    forms = [token]
+    for raw in (f"{username}:{token}", token):
+        encoded = base64.b64encode(raw.encode()).decode()
+        forms += [encoded, encoded.rstrip("=")]
+    return forms
+
+
+def open_git_backend(
+    name: str, conn: GitConnection, *, base_dir: Path, environ: Mapping[str, str], default_state: Path
+) -> tuple[Backend, list[str]]:
+    """A git connection's backend and the secret values to scrub from every output."""
+    from hoop_mcp.backends.git_cli import Credential, GitRunner
+    from hoop_mcp.backends.gitrepo import GitBackend
+    from hoop_mcp.core.secret_scan import ScanSettings, SecretScanner
+
+    state = conn.state_dir if conn.state_dir is not None else default_state / name
+    state = state if state.is_absolute() else base_dir / state
+    private = state / "private"
+    private.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state.chmod(0o700)
+    scrub: list[str] = []
+    if conn.uses_ssh:
+        if conn.ssh_key is None or conn.known_hosts is None:  # excluded by GitConnection's validator
+            raise ConfigError(f"connections.{name}: an SSH remote needs ssh_key and known_hosts")
+        key = conn.ssh_key.resolve(environ=environ, base_dir=base_dir).get_secret_value()
+        key_file = private / "ssh_key"
+        key_file.touch(mode=0o600, exist_ok=True)
+        key_file.chmod(0o600)
+        key_file.write_text(key.strip() + "\n")
+        known = conn.known_hosts if conn.known_hosts.is_absolute() else base_dir / conn.known_hosts
+        if not known.is_file():
+            raise ConfigError(f"connections.{name}.known_hosts: {known} is not a readable file")
+        credential = Credential(ssh_key_file=key_file, known_hosts=known)
+        scrub.append(key.strip())
+        scheme = "ssh"
+    else:
+        if conn.token is None:  # excluded by GitConnection's validator
+            raise ConfigError(f"connections.{name}: an HTTPS remote needs a token")
+        token = conn.token.resolve(environ=environ, base_dir=base_dir).get_secret_value()
+        credential = Credential(username=conn.username, password=token)
+        scrub += git_secrets(conn.username, token)
+        scheme = conn.remote_url.split("://", 1)[0]
+    try:
+        scanner = SecretScanner(
+            ScanSettings(allow_paths=conn.scan.allow_paths, disabled_rules=conn.scan.disabled_rules)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"connections.{name}.scan: {exc}") from None
+    runner = GitRunner(
+        private_dir=private, remote_scheme=scheme, credential=credential, timeout_s=conn.timeout_s
+    )
+    backend = GitBackend(
+        name=name, settings=conn, staging=state / "staging.git", runner=runner, scanner=scanner
+    )
+    return backend, scrub
+
+
 def load_policy_for(config: ServerConfig, config_path: Path) -> Policy:
     return load_policy_files([resolve_relative(p, config_path=config_path) for p in config.policy_files])
 
@@ -229,7 +292,17 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
     identity = build_identity(config.identity, base_dir=base, environ=environ)
     scrub: list[str] = []
     backends: dict[str, Backend] = {}
+    audit_path = resolve_relative(config.audit.sqlite_path, config_path=config_path)
     for name, conn in config.connections.items():
+        if isinstance(conn, GitConnection):
+            backend, secrets_of_git = await anyio.to_thread.run_sync(
+                lambda name=name, conn=conn: open_git_backend(  # type: ignore[misc]
+                    name, conn, base_dir=base, environ=environ, default_state=audit_path.parent / "git-state"
+                )
+            )
+            backends[name] = backend
+            scrub += secrets_of_git
+            continue
         conninfo = conn.dsn.resolve(environ=environ, base_dir=base).get_secret_value()
         scrub += secrets_in_conninfo(conninfo)
         backends[name] = PostgresBackend(
@@ -244,7 +317,6 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
             "UNSAFE: masking.unsafe_allow_masked_column_predicates is on: masked columns may be used in "
             "WHERE/JOIN/ORDER BY, which lets a caller infer masked values by comparison"
         )
-    audit_path = resolve_relative(config.audit.sqlite_path, config_path=config_path)
     audit = await SqliteAuditLog.open(audit_path)
     await anyio.to_thread.run_sync(_owner_only, audit_path)
     pipeline = Pipeline(

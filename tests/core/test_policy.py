@@ -775,3 +775,67 @@ def test_a_review_decision_names_the_rule_as_written_so_an_edit_is_detectable() 
     assert before.rule_digest.startswith("sha256:")
     assert before.rule_digest != after.rule_digest
     assert evaluate(policy(rule("a", "allow")), call).rule_digest is None
+
+
+# ------------------------------------------------------------------------------------ git refs
+
+
+def push(*refs: str, flags: tuple[str, ...] = ()) -> CallFacts:
+    base = facts(tool="git_push", connection="app", effect="write", relations_read=(), flags=flags)
+    return base.model_copy(update={"plan": base.plan.model_copy(update={"refs": refs})})
+
+
+def test_refs_hold_only_when_every_written_ref_matches() -> None:
+    assert matches({"refs": ["refs/heads/feature/*"]}, push("refs/heads/feature/a"))
+    assert not matches({"refs": ["refs/heads/feature/*"]}, push("refs/heads/main"))
+    assert matches({"refs": ["refs/heads/feature/*"]}, facts())  # vacuous for calls writing no ref
+
+
+def test_refs_any_holds_when_one_written_ref_matches() -> None:
+    assert matches({"refs_any": ["refs/heads/main"]}, push("refs/heads/main"))
+    assert not matches({"refs_any": ["refs/heads/main"]}, push("refs/heads/main-old"))
+    assert not matches({"refs_any": ["refs/heads/main"]}, facts())
+
+
+@pytest.mark.parametrize("flag", ["force_push", "ref_delete", "tag_overwrite"])
+@pytest.mark.parametrize("verdict", ["allow", "confirm"])
+def test_history_rewrites_are_never_merely_allowed_or_confirmed(flag: str, verdict: str) -> None:
+    decision = evaluate(
+        policy(rule("broad", verdict, tools=["git_push"])), push("refs/heads/x", flags=(flag,))
+    )
+    assert decision.verdict is Verdict.DENY
+    assert decision.rule_id == "git.needs_review"
+    assert "broad" in decision.reason
+    assert decision.matched == ("broad",)
+
+
+def test_a_review_rule_admits_history_rewrites_and_deny_still_wins() -> None:
+    flagged = push("refs/heads/x", flags=("force_push",))
+    held = evaluate(
+        policy(rule("broad", tools=["git_push"]), rule("rewrites", "review", flags_any=["force_push"])),
+        flagged,
+    )
+    assert (held.verdict, held.rule_id) == (Verdict.REVIEW, "rewrites")
+    denied = evaluate(
+        policy(rule("rewrites", "review"), rule("no", "deny", flags_any=["force_push"])), flagged
+    )
+    assert (denied.verdict, denied.rule_id) == (Verdict.DENY, "no")
+
+
+def test_the_review_only_rule_id_is_reserved() -> None:
+    message = config_error("version: 1\nrules:\n  - {id: git.needs_review, description: x, verdict: allow}\n")
+    assert "reserved" in message
+
+
+@settings(max_examples=200)
+@given(
+    verdicts=st.lists(st.sampled_from(["allow", "confirm", "review", "deny"]), min_size=0, max_size=5),
+    flags=st.sets(st.sampled_from(["force_push", "ref_delete", "tag_overwrite", "new_ref", "tag_push"])),
+)
+def test_a_plan_with_a_review_only_flag_is_never_allowed_or_confirmed(
+    verdicts: list[str], flags: set[str]
+) -> None:
+    rules = [rule(f"r{i}", v) for i, v in enumerate(verdicts)]
+    decision = evaluate(policy(*rules), push("refs/heads/x", flags=tuple(sorted(flags))))
+    if flags & {"force_push", "ref_delete", "tag_overwrite"}:
+        assert decision.verdict in (Verdict.REVIEW, Verdict.DENY)

@@ -67,18 +67,23 @@ def confirmation_prompt(prepared: Prepared) -> str:
         f"Rule: {decision.rule_id} - {decision.reason}",
         f"Effect: {plan.effect} ({plan.command})",
     ]
+    if plan.refs:
+        lines.append("Writes refs: " + ", ".join(plan.refs))
     if plan.relations_written:
         lines.append("Writes: " + ", ".join(plan.relations_written))
     if plan.relations_read:
         lines.append("Reads: " + ", ".join(plan.relations_read))
-    if plan.estimate:
-        est = plan.estimate
+    est = plan.estimate or {}
+    if "rows" in est:
         lines.append(f"Estimate (EXPLAIN): about {est.get('rows')} row(s), cost {est.get('total_cost')}")
-    else:
+    elif not plan.refs:
         lines.append("Estimate: not available")
     if plan.flags:
         lines.append("Flags: " + ", ".join(plan.flags))
-    lines.append("Statement (as PostgreSQL parsed it; comments dropped, values masked):")
+    if plan.refs:
+        lines.append("Push plan (computed by the server; values masked):")
+    else:
+        lines.append("Statement (as PostgreSQL parsed it; comments dropped, values masked):")
     lines.append(plan.statement or "")
     lines.append("Principal: " + (prepared.principal.label if prepared.principal else "unknown"))
     return "\n".join(visible(line) for line in lines)

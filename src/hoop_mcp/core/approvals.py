@@ -885,13 +885,17 @@ def review_lines(approval: Approval) -> list[tuple[str, str]]:
         ("Rule", f"{request.rule_id}: {request.rule_reason}"),
         ("Effect", f"{plan.effect} ({plan.command})" if plan.command else plan.effect),
     ]
+    if plan.refs:
+        rows.append(("Writes refs", ", ".join(plan.refs)))
     if plan.relations_written:
         rows.append(("Writes", ", ".join(plan.relations_written)))
     if plan.relations_read:
         rows.append(("Reads", ", ".join(plan.relations_read)))
     if plan.flags:
         rows.append(("Flags", ", ".join(plan.flags)))
-    if plan.estimate:
+    if plan.refs:
+        pass  # a push's plan (range, commits, files) is its statement
+    elif plan.estimate and "rows" in plan.estimate:
         rows.append(
             (
                 "Estimate",

@@ -72,6 +72,8 @@ class Plan(FrozenModel):
     relations_read: tuple[str, ...] = ()
     relations_written: tuple[str, ...] = ()
     functions: tuple[str, ...] = ()
+    #: Git refs the call writes on the remote (full names, e.g. ``refs/heads/main``).
+    refs: tuple[str, ...] = ()
     #: Risk markers policy can match on (e.g. ``unbounded_write``, ``server_files``).
     flags: tuple[str, ...] = ()
     #: The statement as it will be executed.

@@ -170,7 +170,12 @@ class Pipeline:
         statement = display if plan.statement is not None else None
         if plan.statement is not None and display is None:
             statement = UNRENDERABLE
-        return plan.model_copy(update={"statement": statement, "summary": self.safe_text(plan.summary)})
+        update: dict[str, object] = {"statement": statement, "summary": self.safe_text(plan.summary)}
+        if plan.estimate:
+            # Estimates may quote people and text (a push's commit authors and messages).
+            estimate, _ = self.masker.mask_json(_recordable(dict(plan.estimate), self.scrub_text))
+            update["estimate"] = estimate if isinstance(estimate, dict) else None
+        return plan.model_copy(update=update)
 
     # -- prepare -----------------------------------------------------------------------------------
     async def prepare(

@@ -71,9 +71,20 @@ FlagName = Literal[
     "xid_assign",
     "dynamic_sql",
     "sleep",
+    # git_push
+    "new_ref",
+    "force_push",
+    "ref_delete",
+    "tag_push",
+    "tag_overwrite",
 ]
 KNOWN_EFFECTS: tuple[str, ...] = get_args(EffectName)
 KNOWN_FLAGS: tuple[str, ...] = get_args(FlagName)
+
+#: Flags whose calls can never be merely allowed or confirmed: a rule that would allow or confirm
+#: them is overridden by a deny (rule ``REVIEW_ONLY_RULE``) unless a ``review`` rule decides.
+REVIEW_ONLY_FLAGS: tuple[str, ...] = ("force_push", "ref_delete", "tag_overwrite")
+REVIEW_ONLY_RULE = "git.needs_review"
 
 #: Rule id of the implicit last rule: nothing matched, so the call is denied.
 DEFAULT_DENY_RULE = "default-deny"
@@ -114,6 +125,14 @@ class RuleMatch(FrozenModel):
     )
     relations_any: Patterns | None = _patterns("ANY relation the call touches matches one of these patterns.")
     functions_any: Patterns | None = _patterns("ANY function the call uses matches one of these patterns.")
+    refs: Patterns | None = _patterns(
+        "ALL git refs the call writes match one of these patterns, e.g. 'refs/heads/feature/*' "
+        "(holds when it writes none: combine with tools)."
+    )
+    refs_any: Patterns | None = _patterns(
+        "ANY git ref the call writes matches one of these patterns, e.g. 'refs/heads/main' "
+        "(protected branches)."
+    )
     flags_any: tuple[FlagName, ...] | None = Field(
         default=None, min_length=1, description="The plan has ANY of these flags."
     )
@@ -168,6 +187,8 @@ class Rule(FrozenModel):
     def _not_reserved(cls, value: str) -> str:
         if value == DEFAULT_DENY_RULE:
             raise ValueError(f"'{DEFAULT_DENY_RULE}' is reserved for the implicit last rule")
+        if value == REVIEW_ONLY_RULE:
+            raise ValueError(f"'{REVIEW_ONLY_RULE}' is reserved for the built-in review-only check")
         return value
 
     @field_validator("unless")
@@ -460,6 +481,16 @@ def _conditions(match: RuleMatch, facts: CallFacts) -> Iterator[Condition]:
         yield _check_any("relations_any", "relations", plan.relations, match.relations_any)
     if match.functions_any is not None:
         yield _check_any("functions_any", "functions", plan.functions, match.functions_any)
+    if match.refs is not None:
+        outside = [r for r in plan.refs if r not in _matching(plan.refs, match.refs)]
+        if not plan.refs:
+            yield ("refs", True, "the call writes no git ref")
+        elif outside:
+            yield ("refs", False, f"refs {_fmt(outside)} do not match {_fmt(match.refs)}")
+        else:
+            yield ("refs", True, f"all refs {_fmt(plan.refs)} match {_fmt(match.refs)}")
+    if match.refs_any is not None:
+        yield _check_any("refs_any", "refs", plan.refs, match.refs_any)
     if match.flags_any is not None:
         hits = [flag for flag in plan.flags if flag in match.flags_any]
         why = (
@@ -524,6 +555,18 @@ def _decide(policy: Policy, facts: CallFacts, traces: Sequence[RuleTrace]) -> De
         )
     best = max(VERDICT_PRECEDENCE[rule.verdict] for rule in matched)
     winner = next(rule for rule in matched if VERDICT_PRECEDENCE[rule.verdict] == best)
+    risky = [flag for flag in facts.plan.flags if flag in REVIEW_ONLY_FLAGS]
+    if risky and winner.verdict in (Verdict.ALLOW, Verdict.CONFIRM):
+        return Decision(
+            verdict=Verdict.DENY,
+            rule_id=REVIEW_ONLY_RULE,
+            reason=(
+                f"rule {winner.id!r} would {winner.verdict.value} this call, but {_fmt(risky)} can only be "
+                "admitted by four-eyes review: a policy rule with verdict 'review' matching "
+                f"flags_any: {_fmt(risky)} must decide it"
+            ),
+            matched=tuple(rule.id for rule in matched),
+        )
     return Decision(
         verdict=winner.verdict,
         rule_id=winner.id,

@@ -152,6 +152,9 @@ class ApprovalExecution(BaseModel):
     tool: str
     message: str
     query_db: QueryResult | None = Field(default=None, description="The result, for a query_db call")
+    git_push: dict[str, Any] | None = Field(
+        default=None, description="The result, for a git_push call (shaped like git_push's own result)"
+    )
 
 
 class PendingReview(BaseModel):
@@ -242,6 +245,10 @@ class HoopServer:
         self.pipeline = pipeline
         self.session_id = session_id or uuid.uuid4().hex
         text = instructions(connections or {})
+        if any(b.kind == "git" for b in pipeline.backends.values()):
+            from hoop_mcp.server.git_tools import GIT_INSTRUCTIONS
+
+            text += "\n" + GIT_INSTRUCTIONS
         if pipeline.approvals is not None:
             text += "\n" + APPROVAL_INSTRUCTIONS
         self.mcp = MCPServer(name, instructions=text)
@@ -582,6 +589,9 @@ class HoopServer:
         from hoop_mcp.server.approval_tools import register_approval_tools
 
         register_approval_tools(self)
+        from hoop_mcp.server.git_tools import register_git_tools
+
+        register_git_tools(self)
         for fn, title in ((list_tables, "List tables"), (describe_table, "Describe a table")):
             self.mcp.add_tool(
                 fn,

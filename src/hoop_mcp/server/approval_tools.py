@@ -45,6 +45,8 @@ from hoop_mcp.server.app import (
 log = logging.getLogger(__name__)
 
 APPROVER_TOOLS = frozenset({"approvals_pending", "approval_review"})
+#: Tools whose approved calls approval_execute can run.
+EXECUTABLE_TOOLS = frozenset({"query_db", "git_push"})
 #: Longest single approval_wait.
 MAX_WAIT_S = 300.0
 
@@ -258,7 +260,15 @@ def register_approval_tools(server: HoopServer) -> None:
                 f"Approval {approval_id} could not be used; the call is now waiting for approval "
                 f"{result.approval.approval_id}. Nothing was executed."
             )
-        query = server.query_result(result, connection if isinstance(connection, str) else "")
+        name = connection if isinstance(connection, str) else ""
+        if tool == "git_push":
+            from hoop_mcp.server.git_tools import push_result
+
+            pushed = push_result(server, result, name)
+            return ApprovalExecution(
+                approval_id=approval_id, tool=tool, message=pushed.message, git_push=pushed.model_dump()
+            )
+        query = server.query_result(result, name)
         return ApprovalExecution(approval_id=approval_id, tool=tool, message=result.message, query_db=query)
 
     async def recorded_lookup(approval_id: str, who: Principal) -> tuple[Approval, dict[str, JsonValue]]:
@@ -275,7 +285,7 @@ def register_approval_tools(server: HoopServer) -> None:
             raw = await service.store.raw_arguments(approval_id)
             if raw is None:
                 raise ToolError(f"Approval {approval_id} has no call to run any more.")
-            if approval.request.tool != "query_db":
+            if approval.request.tool not in EXECUTABLE_TOOLS:
                 raise ToolError(
                     f"Approval {approval_id} is for {approval.request.tool}, which this server cannot execute."
                 )
