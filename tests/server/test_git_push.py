@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,8 @@ from typing import Any
 
 import anyio
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from mcp import Client
 from mcp import types as mt
 
@@ -131,10 +135,11 @@ async def test_a_secret_in_any_outgoing_commit_blocks_the_push_and_nothing_reach
 ) -> None:
     repo = git_remote.working_copy(workspace / "app")
     run_git("switch", "-q", "-c", "feature/creds", cwd=repo)
-    key = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(
-        base64.b64encode(bytes([i] * 48)).decode() for i in range(1, 9)
+    key = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption())
+        .decode()
     )
-    key += "\n-----END OPENSSH PRIVATE KEY-----\n"
     commit(repo, {"deploy/id_ed25519": key}, "Add deploy key")
     commit(repo, {"deploy/id_ed25519": "removed\n"}, "Remove the key again")
     before = git_remote.refs()
@@ -152,7 +157,7 @@ async def test_a_secret_in_any_outgoing_commit_blocks_the_push_and_nothing_reach
     assert "deploy/id_ed25519:1" in text
     assert git_remote.refs() == before
     assert _pushes(git_remote) == []
-    body = key.splitlines()[2]
+    body = key.splitlines()[1]
     assert body not in text + json.dumps(outgoing) + _audit_text(setup)
 
 
@@ -223,6 +228,9 @@ async def test_the_agents_repository_config_cannot_redirect_the_push_or_run_comm
     setup: HoopSetup, git_remote: GitRemote, workspace: Path, tmp_path: Path
 ) -> None:
     repo = git_remote.working_copy(workspace / "app")
+    run_git("switch", "-q", "-c", "feature/evil", cwd=repo)
+    sha = commit(repo, {"e.txt": "e\n"}, "e")
+    # Planted after the agent's own git commands (which would run core.fsmonitor themselves).
     pwned = tmp_path / "pwned"
     evil = "http://127.0.0.1:9/steal.git"
     for key, value in (
@@ -238,8 +246,6 @@ async def test_the_agents_repository_config_cannot_redirect_the_push_or_run_comm
     hook = repo / ".git" / "hooks" / "pre-push"
     hook.write_text(f"#!/bin/sh\ntouch {pwned}\n")
     hook.chmod(0o755)
-    run_git("switch", "-q", "-c", "feature/evil", cwd=repo)
-    sha = commit(repo, {"e.txt": "e\n"}, "e")
     async with _client(setup) as (agent, _):
         with anyio.fail_after(60):
             pushed = _data(await agent.call_tool("git_push", {"repository": str(repo)}))
@@ -262,12 +268,10 @@ async def test_git_remote_branches_lists_the_remote_with_the_servers_credential(
     assert {b["branch"] for b in everything["branches"]} == {"main", "release/1.0"}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
 async def test_a_working_copy_owned_by_another_user_is_read_without_running_its_config(
     setup: HoopSetup, git_remote: GitRemote, workspace: Path, tmp_path: Path
 ) -> None:
-    import os
-    import shutil
-
     repo = git_remote.working_copy(workspace / "theirs")
     run_git("switch", "-q", "-c", "feature/theirs", cwd=repo)
     sha = commit(repo, {"t.txt": "t\n"}, "t")

@@ -15,17 +15,11 @@ from mcp import types as mt
 
 from hoop_mcp.runtime import Runtime
 from tests.support.git_remote import GitRemote, commit
-from tests.support.gitsetup import write_git_config
+from tests.support.gitsetup import APPROVALS, write_git_config
 from tests.support.hoop import HoopSetup, hoop_server
 from tests.support.oidc import OidcIssuer
 
 pytestmark = pytest.mark.anyio
-
-APPROVALS = """\
-approvals:
-  agents: {groups: [agents]}
-  page_url: https://approvals.example.test
-"""
 
 
 def _text(result: mt.CallToolResult) -> str:

@@ -38,6 +38,12 @@ identity:
   unsafe_static_principal: {subject: agent@example.com, groups: [agents]}
 """
 
+APPROVALS = """\
+approvals:
+  agents: {groups: [agents]}
+  page_url: https://approvals.example.test
+"""
+
 
 def write_git_config(
     workdir: Path,
@@ -46,9 +52,9 @@ def write_git_config(
     workspace: Path,
     policy: str = GIT_POLICY,
     identity: str = STATIC_AGENT,
-    extra: str = "",
+    extra: str = APPROVALS,
     connection_extra: str = "",
-    token_env: str = "APP_GIT_TOKEN",
+    token_env: str = "APP_GIT_TOKEN",  # noqa: S107 - the name of an env var, not a secret
 ) -> HoopSetup:
     """Config + policy in ``workdir``; the remote's token reaches the server as ``token_env``."""
     workdir.mkdir(parents=True, exist_ok=True)

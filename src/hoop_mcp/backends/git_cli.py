@@ -214,7 +214,8 @@ class GitRunner:
                 hint="nothing was pushed unless the push itself timed out; check the remote's branches",
             ) from None
         except FileNotFoundError:
-            raise BackendUnavailable("git is not installed on the server") from None
+            what = "git is not installed on the server" if cwd.is_dir() else f"the directory {cwd} is missing"
+            raise BackendUnavailable(what) from None
         return GitResult(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
 
     @contextmanager

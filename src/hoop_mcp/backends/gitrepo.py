@@ -124,7 +124,11 @@ class GitBackend:
                 hint="an operator must check the connection's token or deploy key",
                 details={"rule_id": "git.auth_failed"},
             )
-        if "returned error: 404" in low or "not found" in low or "does not appear to be a git repository" in low:
+        if (
+            "returned error: 404" in low
+            or "not found" in low
+            or "does not appear to be a git repository" in low
+        ):
             return BackendRejected(
                 f"the remote repository of {where} does not exist or is not visible to the server's "
                 "credential; nothing was pushed",
@@ -195,11 +199,11 @@ class GitBackend:
                     )
             local = None if request.delete else self._fetch_local(request)
             self._sync_remote()
-            remote = self._rev(f"{_REMOTE_MIRROR}{request.kind}s/{request.remote_branch}")
+            remote = self._rev(f"{_REMOTE_MIRROR}{request.namespace}/{request.remote_branch}")
             return self._build_plan(request, local=local, remote=remote)
 
     def _fetch_local(self, request: _PushRequest) -> str:
-        source = f"refs/{request.kind}s/{request.branch}"
+        source = f"refs/{request.namespace}/{request.branch}"
         result = self._git(
             "fetch",
             "--no-tags",
@@ -237,7 +241,7 @@ class GitBackend:
         return self._rev(_INCOMING) or sha  # an annotated tag is pushed as the tag object
 
     def _build_plan(self, request: _PushRequest, *, local: str | None, remote: str | None) -> PlannedCall:
-        target = f"refs/{request.kind}s/{request.remote_branch}"
+        target = f"refs/{request.namespace}/{request.remote_branch}"
         flags: list[str] = []
         fast_forward = True
         if request.delete:
@@ -574,6 +578,8 @@ class GitBackend:
         return error
 
     def _branches(self, pattern: str) -> TableResult:
+        with self._runner.lock:
+            self._ensure_staging()
         result = self._git("ls-remote", "--heads", "--refs", "--", self.settings.remote_url, remote=True)
         if not result.ok:
             raise self._remote_error(result, "list the remote's branches")
@@ -616,6 +622,11 @@ class _PushRequest:
         self.kind = kind
         self.force = force
         self.delete = delete
+
+    @property
+    def namespace(self) -> str:
+        """``heads`` or ``tags``."""
+        return "tags" if self.kind == "tag" else "heads"
 
     @classmethod
     def read(cls, arguments: Mapping[str, JsonValue], *, roots: tuple[Path, ...], tool: str) -> _PushRequest:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue, StrictBool
 
 from hoop_mcp.core.approval import confirmation_prompt
 from hoop_mcp.core.models import OutcomeStatus, Plan, Verdict
@@ -297,12 +297,14 @@ def register_git_tools(server: HoopServer) -> None:
         remote_branch: _RemoteBranch = None,
         connection: _Conn = None,
         force: Annotated[
-            bool, Field(description="Overwrite the remote branch (needs a policy rule with review)")
+            StrictBool, Field(description="Overwrite the remote branch (needs a policy rule with review)")
         ] = False,
         delete: Annotated[
-            bool, Field(description="Delete the remote branch (needs a policy rule with review)")
+            StrictBool, Field(description="Delete the remote branch (needs a policy rule with review)")
         ] = False,
-        tag: Annotated[bool, Field(description="Push the tag named by 'branch' instead of a branch")] = False,
+        tag: Annotated[
+            StrictBool, Field(description="Push the tag named by 'branch' instead of a branch")
+        ] = False,
     ) -> GitPushResult:
         """Push a branch of your working copy to the configured remote, under policy.
 
@@ -318,7 +320,7 @@ def register_git_tools(server: HoopServer) -> None:
         branch: _Branch = None,
         remote_branch: _RemoteBranch = None,
         connection: _Conn = None,
-        tag: Annotated[bool, Field(description="Look at the tag named by 'branch'")] = False,
+        tag: Annotated[StrictBool, Field(description="Look at the tag named by 'branch'")] = False,
     ) -> GitOutgoing:
         """Show what git_push would send: the outgoing commits, files, diffstat, whether it is a
         fast-forward, and any secrets the scan finds (masked). Pushes nothing."""
