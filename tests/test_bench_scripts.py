@@ -18,6 +18,11 @@ BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench"
         ("bench_audit.py", ["--appends", "20", "--tasks", "4", "--verify", "200"], "records/s"),
         ("bench_query_db.py", ["--iterations", "3", "--breakdown"], "1000 rows x 8 cols"),
         ("bench_approvals.py", ["--iterations", "3", "--idle", "0.3"], "decision -> waiter awake: median"),
+        (
+            "bench_git.py",
+            ["--scan-mb", "0.2", "--scan-commits", "2", "--pushes", "2"],
+            "ratio git_push / plain",
+        ),
     ],
 )
 def test_a_benchmark_script_runs_and_reports(

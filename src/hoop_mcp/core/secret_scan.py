@@ -134,37 +134,52 @@ _TEST_DIRS = re.compile(
 )
 _FAKE_MARK = re.compile(r"fake|dummy|example|sample|placeholder|not[-_ ]a[-_ ]real", re.IGNORECASE)
 _PLACEHOLDER = re.compile(
-    r"^(?:x+|X+|\*+|\.+|0+|-+|_+|#+|(?:ab)?c?123.*|change[-_]?me.*|your[-_].*|my[-_].*|insert[-_].*|replace[-_].*"
+    r"^(?:x+|X+|\*+|\.+|0+|-+|_+|#+|(?:abc)?12345.*|change[-_]?me.*|your[-_].*|my[-_].*|insert[-_].*|replace[-_].*"
     r"|redacted.*|<.*>|\{.*\}|\$\{?.*|%\(?.*|%s|example.*|test|password|passwd|pass|secret|token|none|null|nil|true|false)$",
     re.IGNORECASE,
 )
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-_GITHUB = re.compile(r"\b(gh[pousr]_)([A-Za-z0-9]{36})\b")
-_GITHUB_FG = re.compile(r"\b(github_pat_)[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b")
-_GITLAB = re.compile(r"\b(glpat-)[A-Za-z0-9_\-]{20,}(?:\.[0-9a-z]{2}\.[0-9a-z]{7})?")
-_SLACK = re.compile(r"\b(xox[baprs]-)[0-9A-Za-z\-]{10,250}")
+_GITHUB = re.compile(r"(gh[pousr]_)([A-Za-z0-9]{36})(?![A-Za-z0-9])")
+_GITHUB_FG = re.compile(r"(github_pat_)[A-Za-z0-9]{22}_[A-Za-z0-9]{59}(?![A-Za-z0-9])")
+_GITLAB = re.compile(r"(glpat-)[A-Za-z0-9_\-]{20,}(?:\.[0-9a-z]{2}\.[0-9a-z]{7})?")
+_SLACK = re.compile(r"(xox[baprs]-)[0-9A-Za-z\-]{10,250}")
 _SLACK_HOOK = re.compile(
     r"(https://hooks\.slack\.com/)(?:services|workflows|triggers)/T[A-Z0-9]{6,}/[A-Z0-9/]{6,}/[A-Za-z0-9]{20,}"
 )
-_STRIPE = re.compile(r"\b([sr]k_live_)[0-9A-Za-z]{24,247}\b")
-_GOOGLE = re.compile(r"\b(AIza)[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])")
-_NPM = re.compile(r"\b(npm_)([A-Za-z0-9]{36})\b")
-_PYPI = re.compile(r"\b(pypi-AgEIcHlwaS5vcmc)[A-Za-z0-9_\-]{50,}")
+_STRIPE = re.compile(r"([sr]k_live_)[0-9A-Za-z]{24,247}(?![0-9A-Za-z])")
+_GOOGLE = re.compile(r"(AIza)[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])")
+_NPM = re.compile(r"(npm_)([A-Za-z0-9]{36})(?![A-Za-z0-9])")
+_PYPI = re.compile(r"(pypi-AgEIcHlwaS5vcmc)[A-Za-z0-9_\-]{50,}")
 _AWS_ID = re.compile(r"\b((?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16})\b")
 _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])")
 _PRIVATE_KEY = re.compile(r"-----BEGIN[ A-Z0-9]{0,30} PRIVATE KEY(?: BLOCK)?-----")
 _KEY_BODY = re.compile(r"^(?:\\n|\s|\"|')*([A-Za-z0-9+/=]{40,})")
-_JWT = re.compile(r"\b(eyJ[A-Za-z0-9_\-]{8,})\.(eyJ[A-Za-z0-9_\-]{8,})\.([A-Za-z0-9_\-]{16,})")
-_URL_CRED = re.compile(
-    r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,30}://([^\s:@/\"'<>]{1,100}):([^\s@/\"'<>]{1,200})@[A-Za-z0-9.\-\[\]]+"
+_JWT = re.compile(r"(eyJ[A-Za-z0-9_\-]{8,})\.(eyJ[A-Za-z0-9_\-]{8,})\.([A-Za-z0-9_\-]{16,})")
+_URL_CRED = re.compile(r"://([^\s:@/\"'<>]{1,100}):([^\s@/\"'<>]{1,200})@[A-Za-z0-9.\-\[\]]+")
+#: Secret-like names (lower case, found with str.find), and what must follow one: the rest of the
+#: name, an assignment, and a value.
+_GENERIC_KEYWORDS = (
+    "api_key",
+    "api-key",
+    "apikey",
+    "secret",
+    "token",
+    "passwd",
+    "password",
+    "pwd",
+    "credential",
+    "auth_key",
+    "auth-key",
+    "private_key",
+    "private-key",
+    "access_key",
+    "access-key",
 )
-_GENERIC = re.compile(
-    r"(?i)([a-z0-9_.\-]*(?:api[_\-]?key|apikey|secret|token|passwd|password|pwd|credential|auth[_\-]?key"
-    r"|private[_\-]?key|access[_\-]?key|client[_\-]?secret)[a-z0-9_.\-]*)[\"']?\s*(?::=|=>|==|=|:)\s*[\"'`]?"
-    r"([A-Za-z0-9_\-+/=.~!@#$%^&*]{16,200})[\"'`]?"
+_GENERIC_TAIL = re.compile(
+    r"[A-Za-z0-9_.\-]{0,60}[\"']?\s{0,5}(?::=|=>|==|=|:)\s{0,5}[\"'`]?([A-Za-z0-9_\-+/=.~!@#$%^&*]{16,200})[\"'`]?"
 )
-_GENERIC_HINT = re.compile(r"(?i)key|secret|token|passw|pwd|credential")
+#: Literal keywords gating each provider rule (a rule's regex runs only where one occurs).
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=\s*(.*)$")
 _DOTENV_SAFE = (".example", ".sample", ".template", ".dist", ".defaults", ".schema")
 
@@ -262,41 +277,53 @@ class SecretScanner:
 
         for rule, pos, preview, excusable in self._matches(text, path):
             add(rule, pos, preview, excusable=excusable)
-        return sorted(found.values(), key=lambda f: (f.line, f.rule_id))
+        # The generic rule yields to a specific one on the same line (as in gitleaks).
+        specific = {line for (rule, line) in found if rule != "generic-secret"}
+        return sorted(
+            (f for (rule, line), f in found.items() if rule != "generic-secret" or line not in specific),
+            key=lambda f: (f.line, f.rule_id),
+        )
 
     def _matches(self, text: str, path: str) -> Iterator[tuple[str, int, str, bool]]:
-        for m in _GITHUB.finditer(text):
-            body = m.group(2)
-            if checksum_ok(body):
-                yield "github-token", m.start(), _preview(m.group(1), m.group(0)), False
-            elif entropy(body) > 4.0 and not _placeholder(body):
-                yield "github-token", m.start(), _preview(m.group(1), m.group(0)), True
-        for m in _NPM.finditer(text):
-            body = m.group(2)
-            if checksum_ok(body):
-                yield "npm-token", m.start(), _preview(m.group(1), m.group(0)), False
-            elif entropy(body) > 4.0 and not _placeholder(body):
-                yield "npm-token", m.start(), _preview(m.group(1), m.group(0)), True
-        for rx, rule in (
-            (_GITHUB_FG, "github-fine-grained-pat"),
-            (_GITLAB, "gitlab-pat"),
-            (_SLACK, "slack-token"),
-            (_SLACK_HOOK, "slack-webhook"),
-            (_STRIPE, "stripe-live-key"),
-            (_GOOGLE, "google-api-key"),
-            (_PYPI, "pypi-token"),
+        if any(k in text for k in ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")):
+            for m in _GITHUB.finditer(text):
+                if not _boundary(text, m.start()):
+                    continue
+                body = m.group(2)
+                if checksum_ok(body):
+                    yield "github-token", m.start(), _preview(m.group(1), m.group(0)), False
+                elif entropy(body) > 4.0 and not _placeholder(body):
+                    yield "github-token", m.start(), _preview(m.group(1), m.group(0)), True
+        if "npm_" in text:
+            for m in _NPM.finditer(text):
+                if not _boundary(text, m.start()):
+                    continue
+                body = m.group(2)
+                if checksum_ok(body):
+                    yield "npm-token", m.start(), _preview(m.group(1), m.group(0)), False
+                elif entropy(body) > 4.0 and not _placeholder(body):
+                    yield "npm-token", m.start(), _preview(m.group(1), m.group(0)), True
+        for rx, rule, keys in (
+            (_GITHUB_FG, "github-fine-grained-pat", ("github_pat_",)),
+            (_GITLAB, "gitlab-pat", ("glpat-",)),
+            (_SLACK, "slack-token", ("xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-")),
+            (_SLACK_HOOK, "slack-webhook", ("hooks.slack.com",)),
+            (_STRIPE, "stripe-live-key", ("k_live_",)),
+            (_GOOGLE, "google-api-key", ("AIza",)),
+            (_PYPI, "pypi-token", ("pypi-AgEIcHlwaS5vcmc",)),
         ):
-            if m_first := rx.search(text):
-                for m in rx.finditer(text, m_first.start()):
-                    body = m.group(0)[len(m.group(1)) :]
-                    if entropy(body) < 3.0 or _placeholder(body):
-                        continue
-                    yield rule, m.start(), _preview(m.group(1), m.group(0)), False
+            if not any(k in text for k in keys):
+                continue
+            for m in rx.finditer(text):
+                body = m.group(0)[len(m.group(1)) :]
+                if not _boundary(text, m.start()) or entropy(body) < 3.0 or _placeholder(body):
+                    continue
+                yield rule, m.start(), _preview(m.group(1), m.group(0)), False
         yield from self._aws(text)
         yield from self._private_keys(text)
         if "eyJ" in text:
             for m in _JWT.finditer(text):
-                if _jwt_header_ok(m.group(1)):
+                if _boundary(text, m.start()) and _jwt_header_ok(m.group(1)):
                     yield "jwt", m.start(), _preview("eyJ", m.group(0)), True
         if "://" in text:
             for m in _URL_CRED.finditer(text):
@@ -304,12 +331,7 @@ class SecretScanner:
                 if _placeholder(password) or password == m.group(1) or entropy(password) < 2.0:
                     continue
                 yield "url-credentials", m.start(2), _preview("", password), True
-        if _GENERIC_HINT.search(text):
-            for m in _GENERIC.finditer(text):
-                value = m.group(2)
-                if not _generic_value(value):
-                    continue
-                yield "generic-secret", m.start(2), _preview("", value), True
+        yield from self._generic(text)
         name = basename(path)
         if (name == ".env" or name.startswith(".env.")) and not name.endswith(_DOTENV_SAFE):
             for match in re.finditer(r"(?m)^.*$", text):
@@ -320,6 +342,18 @@ class SecretScanner:
                 if value and not value.startswith("${") and not _placeholder(value):
                     yield "dotenv-file", match.start(), _preview("", value), False
                     break
+
+    def _generic(self, text: str) -> Iterator[tuple[str, int, str, bool]]:
+        low = text.lower()
+        seen: set[int] = set()
+        for keyword in _GENERIC_KEYWORDS:
+            start = low.find(keyword)
+            while start != -1:
+                m = _GENERIC_TAIL.match(text, start + len(keyword))
+                if m is not None and m.start(1) not in seen and _generic_value(m.group(1)):
+                    seen.add(m.start(1))
+                    yield "generic-secret", m.start(1), _preview("", m.group(1)), True
+                start = low.find(keyword, start + len(keyword))
 
     def _aws(self, text: str) -> Iterator[tuple[str, int, str, bool]]:
         if not any(p in text for p in ("AKIA", "ASIA", "ABIA", "ACCA")):
@@ -359,6 +393,11 @@ class SecretScanner:
             )
 
 
+def _boundary(text: str, pos: int) -> bool:
+    """Nothing word-like directly before ``pos`` (the token starts there)."""
+    return pos == 0 or not (text[pos - 1].isalnum() or text[pos - 1] == "_")
+
+
 def _generic_value(value: str) -> bool:
     """A value that looks like a secret, not like code, a placeholder or a reference."""
     if _placeholder(value):
@@ -370,7 +409,9 @@ def _generic_value(value: str) -> bool:
     if not (re.search(r"[0-9]", value) and re.search(r"[A-Za-z]", value)):
         return False
     if re.fullmatch(
-        r"[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value
+        r"[0-9a-f]{32,}|[0-9A-F]{32,}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value
     ):
-        return False  # git object ids, sha256 digests, UUIDs
+        return False  # git object ids, digests, UUIDs (hex-only secrets are missed: documented)
+    if value.startswith(("sk_test_", "rk_test_", "pk_test_", "pk_live_")):
+        return False  # Stripe test-mode and publishable keys
     return entropy(value) >= 3.5
