@@ -87,7 +87,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "aws_id": lambda: "AKIA" + _rand(16, string.ascii_uppercase + "234567"),
     "aws_secret": aws_secret,
     "rsa_private_key": lambda: _pem(
-        rsa.generate_private_key(public_exponent=65537, key_size=1024), PrivateFormat.TraditionalOpenSSL
+        rsa.generate_private_key(public_exponent=65537, key_size=2048), PrivateFormat.TraditionalOpenSSL
     ),
     "ec_private_key": lambda: _pem(ec.generate_private_key(ec.SECP256R1()), PrivateFormat.PKCS8),
     "openssh_private_key": lambda: (
