@@ -287,3 +287,21 @@ async def test_a_working_copy_owned_by_another_user_is_read_without_running_its_
         shutil.chown(repo, os.getuid(), os.getgid())
     assert pushed["new_sha"] == sha
     assert not pwned.exists()
+
+
+async def test_a_nul_byte_at_the_top_of_a_file_does_not_hide_a_secret_below_it(
+    setup: HoopSetup, git_remote: GitRemote, workspace: Path
+) -> None:
+    from tests.support.secret_factory import checksummed
+
+    repo = git_remote.working_copy(workspace / "app")
+    run_git("switch", "-q", "-c", "feature/nul", cwd=repo)
+    token = checksummed("ghp_")
+    commit(repo, {"data.bin": b"\x00\x01binary header\n" + f'token = "{token}"\n'.encode()}, "looks binary")
+    async with _client(setup) as (agent, _):
+        with anyio.fail_after(60):
+            result = await agent.call_tool("git_push", {"repository": str(repo)})
+    assert result.is_error
+    assert "data.bin:2" in _text(result)
+    assert token not in _text(result)
+    assert _pushes(git_remote) == []

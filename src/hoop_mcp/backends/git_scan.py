@@ -125,6 +125,9 @@ def patch_args(tip: str, exclude: Sequence[str]) -> list[str]:
         "log",
         "-p",
         "-U0",
+        # Every file as text: a NUL byte early in a file (or a binary attribute) must not hide the
+        # lines after it; lines holding NUL bytes are dropped one by one instead.
+        "--text",
         "--no-color",
         "--no-ext-diff",
         "--no-textconv",
