@@ -165,3 +165,26 @@ def test_a_directory_that_is_not_a_working_copy_is_refused(tmp_path: Path) -> No
     with pytest.raises(InvalidInput) as caught:
         working_copy(str(plain), roots=(tmp_path,))
     assert caught.value.details["rule_id"] == "git.invalid_repository"
+
+
+def test_a_commondir_pointing_outside_the_roots_is_refused(tmp_path: Path) -> None:
+    inside = tmp_path / "ws"
+    inside.mkdir()
+    outside = _clone(tmp_path, "elsewhere")
+    evil = _clone(inside, "evil")
+    (evil / ".git" / "commondir").write_text(str(outside / ".git") + "\n")
+    with pytest.raises(InvalidInput) as caught:
+        working_copy(str(evil), roots=(inside,))
+    assert caught.value.details["rule_id"] == "git.path_outside_roots"
+
+
+def test_alternates_are_refused_even_when_they_point_inside_the_roots(tmp_path: Path) -> None:
+    # Alternates chain (a -> b -> outside): no alternates at all is the only safe answer.
+    inside = tmp_path / "ws"
+    inside.mkdir()
+    other = _clone(inside, "other")
+    borrower = _clone(inside, "borrower")
+    (borrower / ".git" / "objects" / "info" / "alternates").write_text(str(other / ".git" / "objects") + "\n")
+    with pytest.raises(InvalidInput) as caught:
+        working_copy(str(borrower), roots=(inside,))
+    assert caught.value.details["rule_id"] == "git.path_outside_roots"

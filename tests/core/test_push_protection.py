@@ -171,3 +171,10 @@ def test_the_scanner_never_raises_and_line_numbers_are_the_callers(texts: list[s
     lines = [(i * 3 + 1, t.replace("\n", " ")) for i, t in enumerate(texts)]
     for f in SecretScanner().scan_added("f.py", lines):
         assert f.line in {n for n, _ in lines}
+
+
+def test_a_token_in_a_file_named_like_a_lock_file_is_still_found() -> None:
+    token = checksummed("ghp_")
+    assert scan("sub/yarn.lock", f'"x": "{token}"') == [("github-token", 1)]
+    # ...while its integrity hashes stay quiet.
+    assert scan("yarn.lock", f"integrity sha512-{GENERATORS['high_entropy']()}") == []

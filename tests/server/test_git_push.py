@@ -305,3 +305,28 @@ async def test_a_nul_byte_at_the_top_of_a_file_does_not_hide_a_secret_below_it(
     assert "data.bin:2" in _text(result)
     assert token not in _text(result)
     assert _pushes(git_remote) == []
+
+
+async def test_secrets_on_a_line_with_nul_bytes_or_in_a_commit_message_block_the_push(
+    setup: HoopSetup, git_remote: GitRemote, workspace: Path
+) -> None:
+    from tests.support.secret_factory import checksummed
+
+    repo = git_remote.working_copy(workspace / "app")
+    run_git("switch", "-q", "-c", "feature/hidden", cwd=repo)
+    inline = checksummed("ghp_")
+    commit(repo, {"mixed.dat": f'token = "{inline}" \x00\xff\n'.encode("latin-1")}, "mixed")
+    run_git("switch", "-q", "-c", "feature/message", "main", cwd=repo)
+    in_message = checksummed("ghp_")
+    commit(repo, {"m.txt": "m\n"}, f"Add m\n\nused token {in_message} for the test")
+    async with _client(setup) as (agent, _):
+        with anyio.fail_after(60):
+            hidden = await agent.call_tool("git_push", {"repository": str(repo), "branch": "feature/hidden"})
+            message = await agent.call_tool(
+                "git_push", {"repository": str(repo), "branch": "feature/message"}
+            )
+    assert "mixed.dat:1" in _text(hidden)
+    assert "(commit message):4" in _text(message)  # author line, subject, blank, body
+    assert inline not in _text(hidden)
+    assert in_message not in _text(message)
+    assert _pushes(git_remote) == []

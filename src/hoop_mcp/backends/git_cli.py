@@ -44,6 +44,7 @@ _HARDENING: tuple[tuple[str, str], ...] = (
     ("core.quotePath", "false"),
     ("credential.helper", ""),
     ("gc.auto", "0"),
+    ("core.bigFileThreshold", "4g"),
     ("maintenance.auto", "false"),
     ("fetch.recurseSubmodules", "false"),
     ("submodule.recurse", "false"),

@@ -87,8 +87,10 @@ def scan_patch(lines: Iterable[bytes], scanner: SecretScanner) -> Iterator[Commi
         first = line[:1]
         if in_hunk and first == b"+":
             text = line[1:].rstrip(b"\n").decode("utf-8", "replace")
-            if not looks_binary(text):
-                added.append((next_line, text.rstrip("\r")))
+            if looks_binary(text):
+                # Never drop a line: blank out what cannot be text and scan the rest.
+                text = text.replace("\x00", " ").replace("\ufffd", " ")
+            added.append((next_line, text.rstrip("\r")))
             next_line += 1
             continue
         if in_hunk and first in (b"-", b" ", b"\\"):
@@ -117,6 +119,21 @@ def scan_patch(lines: Iterable[bytes], scanner: SecretScanner) -> Iterator[Commi
             path = None  # binary: nothing to scan
             continue
     yield from flush()
+
+
+#: Pseudo-path under which commit messages (and tag messages) are scanned.
+MESSAGE_PATH = "(commit message)"
+
+
+def scan_messages(records: str, scanner: SecretScanner) -> Iterator[CommitFinding]:
+    """Findings in ``git log --format=%H%x00%an <%ae>%n%B%x1e`` output (messages and authors)."""
+    for record in records.split("\x1e"):
+        sha, sep, body = record.strip("\n").partition("\x00")
+        if not sep:
+            continue
+        lines = [(i + 1, line.replace("\x00", " ")) for i, line in enumerate(body.split("\n"))]
+        for finding in scanner.scan_added(MESSAGE_PATH, lines):
+            yield CommitFinding(commit=sha, finding=finding)
 
 
 def patch_args(tip: str, exclude: Sequence[str]) -> list[str]:

@@ -90,11 +90,18 @@ def working_copy(value: object, *, roots: tuple[Path, ...]) -> WorkingCopy:
             "git.path_outside_roots",
         )
     common = _common_dir(git_dir)
-    for other in _alternates(common):
-        if not _inside(other, roots):
+    if not _inside(common, roots):
+        raise _invalid(
+            f"the git directory of {value!r} points (commondir) outside the workspace roots ({listing})",
+            "git.path_outside_roots",
+        )
+    for base in {git_dir, common}:
+        if (base / "objects" / "info" / "alternates").exists():
+            # Alternates chain up to five levels and could reach any repository the server can
+            # read: repositories that borrow objects are refused outright.
             raise _invalid(
-                f"{value!r} borrows objects from {other} (objects/info/alternates), outside the "
-                f"workspace roots ({listing})",
+                f"{value!r} borrows objects from another repository (objects/info/alternates); "
+                "push from a standalone clone",
                 "git.path_outside_roots",
             )
     for marker, what in _IN_PROGRESS.items():
@@ -130,22 +137,6 @@ def _common_dir(git_dir: Path) -> Path:
         return git_dir
     target = Path(text)
     return Path(os.path.realpath(target if target.is_absolute() else git_dir / target))
-
-
-def _alternates(common: Path) -> list[Path]:
-    try:
-        text = (common / "objects" / "info" / "alternates").read_text("utf-8", "replace")
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            target = Path(line)
-            out.append(
-                Path(os.path.realpath(target if target.is_absolute() else common / "objects" / target))
-            )
-    return out
 
 
 def _head_branch(git_dir: Path) -> str | None:

@@ -22,7 +22,13 @@ import anyio.to_thread
 from pydantic import JsonValue
 
 from hoop_mcp.backends.git_cli import GitResult, GitRunner
-from hoop_mcp.backends.git_scan import MAX_LISTED_FINDINGS, CommitFinding, patch_args, scan_patch
+from hoop_mcp.backends.git_scan import (
+    MAX_LISTED_FINDINGS,
+    CommitFinding,
+    patch_args,
+    scan_messages,
+    scan_patch,
+)
 from hoop_mcp.backends.git_workspace import WorkingCopy, ref_name, resolve_roots, working_copy
 from hoop_mcp.config import GitConnection
 from hoop_mcp.core.backend import PlannedCall, ResultColumn, TableResult
@@ -198,6 +204,12 @@ class GitBackend:
                         details={"rule_id": "git.invalid_ref"},
                     )
             local = None if request.delete else self._fetch_local(request)
+            again = working_copy(str(request.copy.path), roots=self._roots)
+            if again.git_dir != request.copy.git_dir:
+                raise InvalidInput(
+                    f"{request.copy.path} changed while it was being read; nothing was pushed",
+                    details={"rule_id": "git.repository_changed"},
+                )
             self._sync_remote()
             remote = self._rev(f"{_REMOTE_MIRROR}{request.namespace}/{request.remote_branch}")
             return self._build_plan(request, local=local, remote=remote)
@@ -381,6 +393,8 @@ class GitBackend:
             cwd=self._staging,
             stdin=listed.stdout,
         )
+        if not sizes.ok:
+            raise BackendRejected(f"cannot size the outgoing objects: {_last_line(sizes.stderr)}")
         return sum(int(x) for x in sizes.text().split() if x.isdigit())
 
     def _commits(self, tip: str, exclude: list[str]) -> list[dict[str, JsonValue]]:
@@ -412,6 +426,8 @@ class GitBackend:
         result = self._git(
             "log", "--format=", "--numstat", "-z", "--no-renames", tip, "--not", *exclude, "--"
         )
+        if not result.ok:
+            raise BackendRejected(f"cannot list the outgoing files: {_last_line(result.stderr)}")
         files: dict[str, list[int]] = {}
         for entry in result.text().split("\x00"):
             entry = entry.strip("\n")
@@ -441,6 +457,18 @@ class GitBackend:
                 seen.add(key)
                 out.append(found)
             code = proc.wait()
+        messages = self._git("log", "--format=%H%x00%an <%ae>%n%B%x1e", tip, "--not", *exclude, "--")
+        if not messages.ok:
+            code = code or messages.returncode
+        for found in scan_messages(messages.text(), self._scanner):
+            if found.fingerprint not in self._allowed:
+                out.append(found)
+        if self._rev(f"{tip}^{{tag}}") == tip:  # an annotated tag: its message goes too
+            tag = self._git("cat-file", "tag", tip)
+            lines = [(i + 1, t) for i, t in enumerate(tag.text().split("\n"))]
+            out += [
+                CommitFinding(commit=tip, finding=f) for f in self._scanner.scan_added("(tag message)", lines)
+            ]
         if code != 0:
             # Not scanned is not clean: fail closed.
             raise BackendUnavailable(

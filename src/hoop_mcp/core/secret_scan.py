@@ -101,6 +101,8 @@ RULES: tuple[RuleInfo, ...] = (
     ),
 )
 _RULE_IDS = frozenset(r.id for r in RULES)
+#: Rules that rely on entropy or names rather than a provider's format.
+_ENTROPY_RULES = frozenset({"generic-secret", "url-credentials", "jwt"})
 _DESCRIPTIONS = {r.id: r.description for r in RULES}
 
 LOCK_FILES = frozenset(
@@ -245,9 +247,7 @@ class SecretScanner:
         self._off = frozenset(self.settings.disabled_rules)
 
     def path_allowed(self, path: str) -> bool:
-        """True when the file is not scanned (lock files, the operator's allow_paths)."""
-        if basename(path) in LOCK_FILES:
-            return True
+        """True when the file is not scanned at all (the operator's allow_paths)."""
         return any(fnmatchcase(path, pattern) for pattern in self.settings.allow_paths)
 
     def scan_added(self, path: str, lines: Sequence[tuple[int, str]]) -> list[Finding]:
@@ -275,7 +275,12 @@ class SecretScanner:
                 return
             found.setdefault((rule, number), Finding(rule, _DESCRIPTIONS[rule], path, number, preview))
 
+        # Lock files (by name, which the agent chooses) are full of random-looking integrity hashes:
+        # there only the specific rules run; the generic, entropy-based ones would be noise.
+        lock = basename(path) in LOCK_FILES
         for rule, pos, preview, excusable in self._matches(text, path):
+            if lock and rule in _ENTROPY_RULES:
+                continue
             add(rule, pos, preview, excusable=excusable)
         # The generic rule yields to a specific one on the same line (as in gitleaks).
         specific = {line for (rule, line) in found if rule != "generic-secret"}
