@@ -123,6 +123,7 @@ def test_in_repository_allow_markers_are_not_honoured() -> None:
         "token" * 200_000,
         "\ud800\udfff" * 1000,
         "ghp_" * 100_000,
+        ("eyJ" + "a" * 8) * 40_000,  # quadratic before the JWT regex was anchored and bounded
     ],
     ids=[
         "nul",
@@ -134,6 +135,7 @@ def test_in_repository_allow_markers_are_not_honoured() -> None:
         "keywords",
         "surrogates",
         "prefixes",
+        "jwt-prefix-runs",
     ],
 )
 def test_hostile_input_finishes_without_raising(text: str) -> None:

@@ -157,7 +157,9 @@ _AWS_ID = re.compile(r"\b((?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16})\b")
 _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])")
 _PRIVATE_KEY = re.compile(r"-----BEGIN[ A-Z0-9]{0,30} PRIVATE KEY(?: BLOCK)?-----")
 _KEY_BODY = re.compile(r"^(?:\\n|\s|\"|')*([A-Za-z0-9+/=]{40,})")
-_JWT = re.compile(r"(eyJ[A-Za-z0-9_\-]{8,})\.(eyJ[A-Za-z0-9_\-]{8,})\.([A-Za-z0-9_\-]{16,})")
+_JWT = re.compile(
+    r"(?<![A-Za-z0-9_\-])(eyJ[A-Za-z0-9_\-]{8,4000})\.(eyJ[A-Za-z0-9_\-]{8,16000})\.([A-Za-z0-9_\-]{16,4000})"
+)
 _URL_CRED = re.compile(r"://([^\s:@/\"'<>]{1,100}):([^\s@/\"'<>]{1,200})@[A-Za-z0-9.\-\[\]]+")
 #: Secret-like names (lower case, found with str.find), and what must follow one: the rest of the
 #: name, an assignment, and a value.
