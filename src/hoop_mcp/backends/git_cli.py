@@ -19,7 +19,7 @@ import shlex
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,9 +260,3 @@ def _config_value(text: str) -> str:
 def check_ref_format(runner: GitRunner, refname: str, *, cwd: Path) -> bool:
     """git's own rules for ref names (``git check-ref-format``); no repository needed."""
     return runner.run(["check-ref-format", refname], cwd=cwd, timeout_s=10).ok
-
-
-def config_pairs(env: Mapping[str, str]) -> dict[str, str]:
-    """The ``GIT_CONFIG_KEY_n`` / ``GIT_CONFIG_VALUE_n`` pairs of an environment (for tests)."""
-    count = int(env.get("GIT_CONFIG_COUNT", "0"))
-    return {env[f"GIT_CONFIG_KEY_{i}"]: env[f"GIT_CONFIG_VALUE_{i}"] for i in range(count)}

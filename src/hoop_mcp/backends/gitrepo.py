@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import anyio.to_thread
 from pydantic import JsonValue
 
-from hoop_mcp.backends.git_cli import GitResult, GitRunner
+from hoop_mcp.backends.git_cli import GitResult, GitRunner, check_ref_format
 from hoop_mcp.backends.git_scan import (
     MAX_LISTED_FINDINGS,
     CommitFinding,
@@ -74,7 +75,12 @@ class GitBackend:
 
     # -- git helpers --------------------------------------------------------------------------------
     def _git(
-        self, *args: str, remote: bool = False, local_file: bool = False, global_config: Path | None = None
+        self,
+        *args: str,
+        remote: bool = False,
+        local_file: bool = False,
+        global_config: Path | None = None,
+        stdin: bytes | None = None,
     ) -> GitResult:
         return self._runner.run(
             ["--git-dir", str(self._staging), *args],
@@ -82,6 +88,7 @@ class GitBackend:
             remote=remote,
             local_file=local_file,
             global_config=global_config,
+            stdin=stdin,
         )
 
     def _ensure_staging(self) -> None:
@@ -198,7 +205,7 @@ class GitBackend:
         with self._runner.lock:
             self._ensure_staging()
             for name in (request.branch, request.remote_branch):
-                if not self._runner.run(["check-ref-format", f"refs/heads/{name}"], cwd=self._staging).ok:
+                if not check_ref_format(self._runner, f"refs/heads/{name}", cwd=self._staging):
                     raise InvalidInput(
                         f"{name!r} is not a valid git branch name (git check-ref-format)",
                         details={"rule_id": "git.invalid_ref"},
@@ -388,11 +395,7 @@ class GitBackend:
         listed = self._git("rev-list", "--objects", "--no-object-names", tip, "--not", *exclude, "--")
         if not listed.ok:
             raise BackendRejected(f"cannot list the outgoing objects: {_last_line(listed.stderr)}")
-        sizes = self._runner.run(
-            ["--git-dir", str(self._staging), "cat-file", "--batch-check=%(objectsize)"],
-            cwd=self._staging,
-            stdin=listed.stdout,
-        )
+        sizes = self._git("cat-file", "--batch-check=%(objectsize)", stdin=listed.stdout)
         if not sizes.ok:
             raise BackendRejected(f"cannot size the outgoing objects: {_last_line(sizes.stderr)}")
         return sum(int(x) for x in sizes.text().split() if x.isdigit())
@@ -629,27 +632,17 @@ class GitBackend:
         )
 
 
+@dataclass(frozen=True, slots=True)
 class _PushRequest:
     """The arguments of git_push / git_outgoing, checked."""
 
-    def __init__(
-        self,
-        *,
-        tool: str,
-        copy: WorkingCopy,
-        branch: str,
-        remote_branch: str,
-        kind: str,
-        force: bool,
-        delete: bool,
-    ) -> None:
-        self.tool = tool
-        self.copy = copy
-        self.branch = branch
-        self.remote_branch = remote_branch
-        self.kind = kind
-        self.force = force
-        self.delete = delete
+    tool: str
+    copy: WorkingCopy
+    branch: str
+    remote_branch: str
+    kind: str
+    force: bool
+    delete: bool
 
     @property
     def namespace(self) -> str:

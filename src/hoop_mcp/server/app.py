@@ -488,14 +488,7 @@ class HoopServer:
         async def ask_confirmation(
             prepared: Annotated[Prepared, Resolve(prepare_query)], ctx: Context[Any, Any]
         ) -> _NoQuestion | Elicit[ConfirmForm]:
-            if prepared.error is not None or prepared.decision.verdict is not Verdict.CONFIRM:
-                return _NoQuestion()
-            if not _client_can_elicit(ctx):
-                return _NoQuestion()
-            state = _call_state.get()
-            if state is not None:
-                state["asking"] = prepared  # recorded if this round ends by asking (2026-07-28)
-            return Elicit(confirmation_prompt(prepared), ConfirmForm)
+            return confirmation_question(prepared, ctx)
 
         async def query_db(
             connection: Annotated[
@@ -611,6 +604,19 @@ class HoopServer:
         plan = Plan(effect="read", effects=("read",), command="SELECT", relations_read=(table,))
         facts = CallFacts(tool="query_db", connection=connection, principal=prepared.principal, plan=plan)
         return evaluate(self.pipeline.policy, facts).verdict is not Verdict.DENY
+
+
+def confirmation_question(prepared: Prepared, ctx: Context[Any, Any]) -> _NoQuestion | Elicit[ConfirmForm]:
+    """The question a guarded tool's confirmation resolver asks (nothing unless the verdict is
+    ``confirm`` and the client can show a form)."""
+    if prepared.error is not None or prepared.decision.verdict is not Verdict.CONFIRM:
+        return _NoQuestion()
+    if not _client_can_elicit(ctx):
+        return _NoQuestion()
+    state = _call_state.get()
+    if state is not None:
+        state["asking"] = prepared  # recorded if this round ends by asking (2026-07-28)
+    return Elicit(confirmation_prompt(prepared), ConfirmForm)
 
 
 def _confirmation_from(prepared: Prepared, answer: Any) -> Confirmation | None:

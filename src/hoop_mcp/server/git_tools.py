@@ -12,17 +12,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, JsonValue, StrictBool
 
-from hoop_mcp.core.approval import confirmation_prompt
-from hoop_mcp.core.models import OutcomeStatus, Plan, Verdict
+from hoop_mcp.core.models import OutcomeStatus, Plan
 from hoop_mcp.core.pipeline import CallResult, Prepared
 from hoop_mcp.server.app import (
     ConfirmForm,
     HoopServer,
     PendingApproval,
-    _call_state,
-    _client_can_elicit,
     _confirmation_from,
     _NoQuestion,
+    confirmation_question,
 )
 
 GIT_INSTRUCTIONS = """\
@@ -280,14 +278,7 @@ def register_git_tools(server: HoopServer) -> None:
     async def ask_confirmation(
         prepared: Annotated[Prepared, Resolve(prepare_push)], ctx: Context[Any, Any]
     ) -> _NoQuestion | Elicit[ConfirmForm]:
-        if prepared.error is not None or prepared.decision.verdict is not Verdict.CONFIRM:
-            return _NoQuestion()
-        if not _client_can_elicit(ctx):
-            return _NoQuestion()
-        state = _call_state.get()
-        if state is not None:
-            state["asking"] = prepared
-        return Elicit(confirmation_prompt(prepared), ConfirmForm)
+        return confirmation_question(prepared, ctx)
 
     async def git_push(
         repository: _Repo,
