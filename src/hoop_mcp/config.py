@@ -178,8 +178,76 @@ class GitConnection(FrozenModel):
         return self
 
 
-Connection = Annotated[PostgresConnection | GitConnection, Field(discriminator="kind")]
-_CONNECTION_KINDS = ("postgres", "git")
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_K8S_FIELD_MANAGER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+class KubernetesConnection(FrozenModel):
+    """A Kubernetes API server the server applies manifests to with its own credential
+    (see docs/kubernetes.md). The agent never sees the credential."""
+
+    kind: Literal["kubernetes"]
+    description: str = ""
+    #: The API server, e.g. ``https://10.0.0.1:6443``. Plain ``http://`` only on loopback (tests).
+    server: str
+    #: Bearer token (a service account token), by reference.
+    token: SecretRef
+    #: CA bundle (PEM) for the server's certificate; default: the system trust store.
+    ca_file: Path | None = None
+    #: Field manager of every server-side apply (``kubectl`` uses ``kubectl``).
+    field_manager: str = "hoop-mcp"
+    #: Namespace for namespaced objects that name none (and no ``namespace`` argument).
+    default_namespace: str = "default"
+    #: Glob patterns of namespaces the agent may touch (reads and writes).
+    namespaces: tuple[str, ...] = Field(default=("*",), min_length=1)
+    #: Glob patterns of namespaces it may never touch (wins over ``namespaces``).
+    denied_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
+    #: Cluster-scoped kinds the agent may apply (``Namespace``, ``ClusterRole``...). Empty: none.
+    cluster_scoped_kinds: tuple[str, ...] = ()
+    #: Pod Security Standards level enforced on every pod template (``restricted`` findings are
+    #: also reported, as flag ``pod_security_restricted``, under ``baseline``).
+    pod_security: Literal["baseline", "restricted"] = "baseline"
+    #: Kubernetes version of the offline OpenAPI schemas manifests are validated against.
+    kubernetes_version: str = Field(default="1.30", pattern=r"^1\.[0-9]{1,2}$")
+    max_manifest_bytes: int = Field(default=1_048_576, ge=1_024, le=16_777_216)
+    max_objects: int = Field(default=100, ge=1, le=1_000)
+    #: Time limit of each request to the API server.
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    #: Largest pod log an agent may read at once, and most objects a list returns.
+    max_log_bytes: int = Field(default=256_000, ge=1_024, le=16_000_000)
+    max_list_items: int = Field(default=500, ge=1, le=10_000)
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?", value):
+            raise ValueError(
+                f"server must be an https:// URL without credentials, query or fragment, got {value!r}"
+            )
+        if value.startswith("http://"):
+            host = value[len("http://") :].split("/", 1)[0].rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost", "[::1]"):
+                raise ValueError("plain http:// is only accepted on loopback (a test emulator); use https://")
+        return value
+
+    @field_validator("field_manager")
+    @classmethod
+    def _manager(cls, value: str) -> str:
+        if not _K8S_FIELD_MANAGER.fullmatch(value):
+            raise ValueError("field_manager must be 1-128 characters of letters, digits and ._:-")
+        return value
+
+    @field_validator("default_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _K8S_NAME.fullmatch(value):
+            raise ValueError(f"default_namespace {value!r} is not a valid namespace name")
+        return value
+
+
+Connection = Annotated[PostgresConnection | GitConnection | KubernetesConnection, Field(discriminator="kind")]
+_CONNECTION_KINDS = ("postgres", "git", "kubernetes")
 
 
 class OidcIdentity(FrozenModel):

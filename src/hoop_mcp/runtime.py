@@ -17,6 +17,7 @@ from hoop_mcp.config import (
     ApprovalsConfig,
     GitConnection,
     IdentityConfig,
+    KubernetesConnection,
     SecretRef,
     ServerConfig,
     load_config,
@@ -274,6 +275,38 @@ def open_git_backend(
     return backend, scrub
 
 
+def open_kubernetes_backend(
+    name: str, conn: KubernetesConnection, *, base_dir: Path, environ: Mapping[str, str]
+) -> tuple[Backend, list[str]]:
+    """A kubernetes connection's backend and the secret values to scrub from every output."""
+    from hoop_mcp.backends.k8s_api import KubeApi
+    from hoop_mcp.backends.k8s_validate import available_versions
+    from hoop_mcp.backends.kubernetes import KubernetesBackend
+
+    token = conn.token.resolve(environ=environ, base_dir=base_dir).get_secret_value()
+    ca_file = None
+    if conn.ca_file is not None:
+        ca_file = conn.ca_file if conn.ca_file.is_absolute() else base_dir / conn.ca_file
+        if not ca_file.is_file():
+            raise ConfigError(f"connections.{name}.ca_file: {ca_file} is not a readable file")
+    versions = available_versions()
+    if not any(v == conn.kubernetes_version or v.startswith(conn.kubernetes_version + ".") for v in versions):
+        raise ConfigError(
+            f"connections.{name}.kubernetes_version: no offline schemas for {conn.kubernetes_version}; "
+            f"available: {', '.join(versions)}"
+        )
+    api = KubeApi(
+        connection=name,
+        server=conn.server,
+        token=token,
+        ca_file=ca_file,
+        timeout_s=conn.timeout_s,
+        field_manager=conn.field_manager,
+    )
+    scrub = [token, f"Bearer {token}"]
+    return KubernetesBackend(name=name, settings=conn, api=api, credential_secrets=scrub), scrub
+
+
 def load_policy_for(config: ServerConfig, config_path: Path) -> Policy:
     return load_policy_files([resolve_relative(p, config_path=config_path) for p in config.policy_files])
 
@@ -302,6 +335,11 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
             )
             backends[name] = backend
             scrub += secrets_of_git
+            continue
+        if isinstance(conn, KubernetesConnection):
+            backend, secrets_of_k8s = open_kubernetes_backend(name, conn, base_dir=base, environ=environ)
+            backends[name] = backend
+            scrub += secrets_of_k8s
             continue
         conninfo = conn.dsn.resolve(environ=environ, base_dir=base).get_secret_value()
         scrub += secrets_in_conninfo(conninfo)

@@ -74,6 +74,11 @@ class Plan(FrozenModel):
     functions: tuple[str, ...] = ()
     #: Git refs the call writes on the remote (full names, e.g. ``refs/heads/main``).
     refs: tuple[str, ...] = ()
+    #: Kubernetes objects the call reads or writes, as ``Kind/namespace/name`` (``Kind/name`` when
+    #: cluster-scoped), with the namespaces and kinds involved.
+    objects: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
     #: Risk markers policy can match on (e.g. ``unbounded_write``, ``server_files``).
     flags: tuple[str, ...] = ()
     #: The statement as it will be executed.

@@ -237,6 +237,10 @@ class Pipeline:
         )
         prepared.decision = evaluate(self.policy, facts)
         if prepared.decision.verdict in (Verdict.CONFIRM, Verdict.REVIEW):
+            # The estimate may complete the plan (a Kubernetes dry run yields the diff the user or
+            # approver sees and an approval binds to), so it comes before the rendering.
+            planned = await backend.estimate(planned)
+            prepared.planned = planned
             # The user or approver sees (and the record keeps) the clearest faithful rendering there is.
             display = backend.render(planned, mask=self.safe_text, for_confirmation=True)
             if planned.plan.statement is not None and display is None:
@@ -248,8 +252,6 @@ class Pipeline:
                     f"(rule {prepared.decision.rule_id}); rewrite it",
                 )
                 return
-            planned = await backend.estimate(planned)
-            prepared.planned = planned
             prepared.plan_masked = self._shown_plan(planned.plan, display)
 
     # -- run ---------------------------------------------------------------------------------------

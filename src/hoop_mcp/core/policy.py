@@ -77,14 +77,38 @@ FlagName = Literal[
     "ref_delete",
     "tag_push",
     "tag_overwrite",
+    # kubectl_apply / kubectl_delete
+    "secret_write",
+    "cluster_scoped",
+    "rbac",
+    "rbac_escalation",
+    "admission_webhook",
+    "crd",
+    "pod_security_restricted",
+    "scale_to_zero",
+    "delete",
 ]
 KNOWN_EFFECTS: tuple[str, ...] = get_args(EffectName)
 KNOWN_FLAGS: tuple[str, ...] = get_args(FlagName)
 
 #: Flags whose calls can never be merely allowed or confirmed: a rule that would allow or confirm
 #: them is overridden by a deny (rule ``REVIEW_ONLY_RULE``) unless a ``review`` rule decides.
-REVIEW_ONLY_FLAGS: tuple[str, ...] = ("force_push", "ref_delete", "tag_overwrite")
+REVIEW_ONLY_FLAGS: tuple[str, ...] = (
+    "force_push",
+    "ref_delete",
+    "tag_overwrite",
+    "rbac_escalation",
+    "admission_webhook",
+    "crd",
+)
 REVIEW_ONLY_RULE = "git.needs_review"
+K8S_REVIEW_ONLY_RULE = "k8s.needs_review"
+#: Flags whose calls are never merely allowed: an allow becomes a confirmation (rule
+#: ``CONFIRM_FLOOR_RULE``); confirm, review and deny stand.
+CONFIRM_FLOOR_FLAGS: tuple[str, ...] = ("secret_write", "scale_to_zero", "delete")
+CONFIRM_FLOOR_RULE = "k8s.needs_confirmation"
+_RESERVED_RULES = (REVIEW_ONLY_RULE, K8S_REVIEW_ONLY_RULE, CONFIRM_FLOOR_RULE)
+_GIT_FLAGS = ("force_push", "ref_delete", "tag_overwrite")
 
 #: Rule id of the implicit last rule: nothing matched, so the call is denied.
 DEFAULT_DENY_RULE = "default-deny"
@@ -132,6 +156,20 @@ class RuleMatch(FrozenModel):
     refs_any: Patterns | None = _patterns(
         "ANY git ref the call writes matches one of these patterns, e.g. 'refs/heads/main' "
         "(protected branches)."
+    )
+    namespaces: Patterns | None = _patterns(
+        "ALL Kubernetes namespaces the call touches match one of these patterns (holds when it "
+        "touches none: combine with tools)."
+    )
+    namespaces_any: Patterns | None = _patterns(
+        "ANY Kubernetes namespace the call touches matches one of these patterns, e.g. 'prod-*'."
+    )
+    kinds: Patterns | None = _patterns(
+        "ALL Kubernetes kinds the call touches match one of these patterns, e.g. 'Deployment' "
+        "(holds when it touches none)."
+    )
+    kinds_any: Patterns | None = _patterns(
+        "ANY Kubernetes kind the call touches matches one of these patterns, e.g. 'Secret'."
     )
     flags_any: tuple[FlagName, ...] | None = Field(
         default=None, min_length=1, description="The plan has ANY of these flags."
@@ -187,8 +225,8 @@ class Rule(FrozenModel):
     def _not_reserved(cls, value: str) -> str:
         if value == DEFAULT_DENY_RULE:
             raise ValueError(f"'{DEFAULT_DENY_RULE}' is reserved for the implicit last rule")
-        if value == REVIEW_ONLY_RULE:
-            raise ValueError(f"'{REVIEW_ONLY_RULE}' is reserved for the built-in review-only check")
+        if value in _RESERVED_RULES:
+            raise ValueError(f"'{value}' is reserved for a built-in check")
         return value
 
     @field_validator("unless")
@@ -491,6 +529,23 @@ def _conditions(match: RuleMatch, facts: CallFacts) -> Iterator[Condition]:
             yield ("refs", True, f"all refs {_fmt(plan.refs)} match {_fmt(match.refs)}")
     if match.refs_any is not None:
         yield _check_any("refs_any", "refs", plan.refs, match.refs_any)
+    for name, values, patterns, what in (
+        ("namespaces", plan.namespaces, match.namespaces, "namespaces"),
+        ("kinds", plan.kinds, match.kinds, "kinds"),
+    ):
+        if patterns is None:
+            continue
+        outside = [v for v in values if v not in _matching(values, patterns)]
+        if not values:
+            yield (name, True, f"the call touches no Kubernetes {what}")
+        elif outside:
+            yield (name, False, f"{what} {_fmt(outside)} do not match {_fmt(patterns)}")
+        else:
+            yield (name, True, f"all {what} {_fmt(values)} match {_fmt(patterns)}")
+    if match.namespaces_any is not None:
+        yield _check_any("namespaces_any", "namespaces", plan.namespaces, match.namespaces_any)
+    if match.kinds_any is not None:
+        yield _check_any("kinds_any", "kinds", plan.kinds, match.kinds_any)
     if match.flags_any is not None:
         hits = [flag for flag in plan.flags if flag in match.flags_any]
         why = (
@@ -559,11 +614,22 @@ def _decide(policy: Policy, facts: CallFacts, traces: Sequence[RuleTrace]) -> De
     if risky and winner.verdict in (Verdict.ALLOW, Verdict.CONFIRM):
         return Decision(
             verdict=Verdict.DENY,
-            rule_id=REVIEW_ONLY_RULE,
+            rule_id=REVIEW_ONLY_RULE if set(risky) <= set(_GIT_FLAGS) else K8S_REVIEW_ONLY_RULE,
             reason=(
                 f"rule {winner.id!r} would {winner.verdict.value} this call, but {_fmt(risky)} can only be "
                 "admitted by four-eyes review: a policy rule with verdict 'review' matching "
                 f"flags_any: {_fmt(risky)} must decide it"
+            ),
+            matched=tuple(rule.id for rule in matched),
+        )
+    floor = [flag for flag in facts.plan.flags if flag in CONFIRM_FLOOR_FLAGS]
+    if floor and winner.verdict is Verdict.ALLOW:
+        return Decision(
+            verdict=Verdict.CONFIRM,
+            rule_id=CONFIRM_FLOOR_RULE,
+            reason=(
+                f"rule {winner.id!r} allows this call, but {_fmt(floor)} always needs the user's "
+                "confirmation (or a policy rule with verdict 'review')"
             ),
             matched=tuple(rule.id for rule in matched),
         )

@@ -155,6 +155,10 @@ class ApprovalExecution(BaseModel):
     git_push: dict[str, Any] | None = Field(
         default=None, description="The result, for a git_push call (shaped like git_push's own result)"
     )
+    kubernetes: dict[str, Any] | None = Field(
+        default=None,
+        description="The result, for a kubectl_apply or kubectl_delete call (shaped like kubectl_apply's result)",
+    )
 
 
 class PendingReview(BaseModel):
@@ -249,6 +253,10 @@ class HoopServer:
             from hoop_mcp.server.git_tools import GIT_INSTRUCTIONS
 
             text += "\n" + GIT_INSTRUCTIONS
+        if any(b.kind == "kubernetes" for b in pipeline.backends.values()):
+            from hoop_mcp.server.k8s_tools import K8S_INSTRUCTIONS
+
+            text += "\n" + K8S_INSTRUCTIONS
         if pipeline.approvals is not None:
             text += "\n" + APPROVAL_INSTRUCTIONS
         self.mcp = MCPServer(name, instructions=text)
@@ -585,6 +593,9 @@ class HoopServer:
         from hoop_mcp.server.git_tools import register_git_tools
 
         register_git_tools(self)
+        from hoop_mcp.server.k8s_tools import register_k8s_tools
+
+        register_k8s_tools(self)
         for fn, title in ((list_tables, "List tables"), (describe_table, "Describe a table")):
             self.mcp.add_tool(
                 fn,

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 APPROVER_TOOLS = frozenset({"approvals_pending", "approval_review"})
 #: Tools whose approved calls approval_execute can run.
-EXECUTABLE_TOOLS = frozenset({"query_db", "git_push"})
+EXECUTABLE_TOOLS = frozenset({"query_db", "git_push", "kubectl_apply", "kubectl_delete"})
 #: Longest single approval_wait.
 MAX_WAIT_S = 300.0
 
@@ -267,6 +267,13 @@ def register_approval_tools(server: HoopServer) -> None:
             pushed = push_result(server, result, name)
             return ApprovalExecution(
                 approval_id=approval_id, tool=tool, message=pushed.message, git_push=pushed.model_dump()
+            )
+        if tool in ("kubectl_apply", "kubectl_delete"):
+            from hoop_mcp.server.k8s_tools import apply_result
+
+            applied = apply_result(server, result, name, dry_run=False)
+            return ApprovalExecution(
+                approval_id=approval_id, tool=tool, message=applied.message, kubernetes=applied.model_dump()
             )
         query = server.query_result(result, name)
         return ApprovalExecution(approval_id=approval_id, tool=tool, message=result.message, query_db=query)
