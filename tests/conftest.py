@@ -39,4 +39,10 @@ def shop(pg_cluster: EmbeddedPostgres, app_password: str) -> Iterator[ShopDb]:
     yield from iter_shop(pg_cluster, app_password)
 
 
-pytest_plugins = ["tests.support.oidc", "tests.support.browser", "tests.support.git_remote"]
+pytest_plugins = [
+    "tests.support.oidc",
+    "tests.support.browser",
+    "tests.support.git_remote",
+    "tests.support.kube",
+    "tests.support.kube_real",
+]

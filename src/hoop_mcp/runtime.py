@@ -360,6 +360,10 @@ async def open_runtime(config_path: Path, *, environ: Mapping[str, str]) -> Runt
     pipeline = Pipeline(
         identity=identity, policy=policy, masker=masker, audit=audit, backends=backends, scrub=scrub
     )
+    from hoop_mcp.backends.kubernetes import MANIFEST_TOOLS, redact_manifest_arguments
+
+    for tool in MANIFEST_TOOLS:  # whether or not a cluster is configured: a manifest is never recorded raw
+        pipeline.redactors[tool] = redact_manifest_arguments
     review_rules = policy_needs_review(policy)
     if review_rules and config.approvals is None:
         await audit.close()

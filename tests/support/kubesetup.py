@@ -33,6 +33,7 @@ def write_kube_config(
     extra: str = APPROVALS,
     connection_extra: str = "",
     token_env: str = "CLUSTER_TOKEN",  # noqa: S107 - the name of an env var, not a secret
+    timeout_s: float = 10,
 ) -> HoopSetup:
     """Config + policy in ``workdir``; the cluster token reaches the server as ``token_env``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ def write_kube_config(
         + f"    server: {server}\n"
         + f"    token: {{env: {token_env}}}\n"
         + (f"    ca_file: {ca_file}\n" if ca_file else "")
-        + "    timeout_s: 10\n"
+        + f"    timeout_s: {timeout_s:g}\n"
         + conn_extra
     )
     return HoopSetup(config_path=workdir / "hoop-mcp.yaml", environ={token_env: token}, workdir=workdir)

@@ -350,7 +350,8 @@ class KubeApi:
         limit_bytes: int,
     ) -> tuple[str, bool]:
         """A pod's log, at most ``limit_bytes`` (also asked of the server); (text, truncated)."""
-        params: dict[str, str | int] = {"limitBytes": limit_bytes}
+        # One byte more than shown: a log of exactly ``limit_bytes`` is then known to be complete.
+        params: dict[str, str | int] = {"limitBytes": limit_bytes + 1}
         if container:
             params["container"] = container
         if tail_lines is not None:

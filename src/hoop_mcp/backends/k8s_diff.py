@@ -63,7 +63,11 @@ _MISSING = object()
 
 def _at(value: Any, path: Path) -> Any:
     for part in path:
-        if (isinstance(part, int) and isinstance(value, list) and part < len(value)) or (isinstance(part, str) and isinstance(value, dict) and part in value):
+        if isinstance(part, int):
+            if not (isinstance(value, list) and 0 <= part < len(value)):
+                return _MISSING
+            value = value[part]
+        elif isinstance(value, dict) and part in value:
             value = value[part]
         else:
             return _MISSING
@@ -119,7 +123,7 @@ def path_text(path: Path, obj: Any = None) -> str:
     current = obj
     for part in path:
         if isinstance(part, int):
-            item = current[part] if isinstance(current, list) and part < len(current) else None
+            item = current[part] if isinstance(current, list) and 0 <= part < len(current) else None
             name = item.get("name") if isinstance(item, dict) else None
             out += f"[name={name}]" if isinstance(name, str) and name else f"[{part}]"
         else:

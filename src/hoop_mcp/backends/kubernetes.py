@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -79,6 +80,15 @@ DEFAULT_API_VERSIONS: dict[str, str] = {
     "CustomResourceDefinition": "apiextensions.k8s.io/v1",
 }
 _ROLLOUT_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+#: ``scheme://user:password@``: the password part, in free text (logs, event messages).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{1,20}://[^\s:/@]{0,200}:)[^\s@/]{1,200}@")
+
+
+def mask_free_text(text: str) -> str:
+    """Passwords in URLs masked (the pipeline's detectors cover tokens, keys and the rest)."""
+    return _URL_PASSWORD.sub(r"\1[REDACTED:password]@", text)
+
+
 _DELETABLE_SCALE = ("Deployment", "StatefulSet", "ReplicaSet", "ReplicationController")
 _NAME_CHARS = 253
 _SELECTOR_CHARS = 1_000
@@ -162,8 +172,6 @@ def _int_arg(arguments: Mapping[str, JsonValue], key: str, *, low: int, high: in
 
 
 def _dns_label(value: str, what: str) -> str:
-    import re
-
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
         raise InvalidInput(
             f"{what} {value[:80]!r} is not a valid name (lower-case letters, digits and '-', at most 63)",
@@ -173,8 +181,6 @@ def _dns_label(value: str, what: str) -> str:
 
 
 def _object_name(value: str, what: str) -> str:
-    import re
-
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value) and not (
         re.fullmatch(r"[^/%]{1,253}", value) and value not in (".", "..")
     ):
@@ -185,8 +191,6 @@ def _object_name(value: str, what: str) -> str:
 
 
 def _selector(value: str | None, what: str) -> str | None:
-    import re
-
     if value is None:
         return None
     # Equality- and set-based selectors: keys, values, operators; nothing that could smuggle params.
@@ -383,8 +387,8 @@ class KubernetesBackend:
             flags=tuple(sorted(flags)) if write else (),
             statement=statement,
             estimate={
-                "objects": [{"object": t.label, "source": t.obj.source} for t in targets],  # type: ignore[dict-item]
-                "findings": [_finding_json(f) for f in findings],  # type: ignore[dict-item]
+                "objects": [{"object": t.label, "source": t.obj.source} for t in targets],
+                "findings": [_finding_json(f) for f in findings],
             },
             summary=f"{'apply' if write else 'dry-run'} {count} object(s) on {self.name}: "
             + ", ".join(t.label for t in targets[:5])
@@ -594,7 +598,10 @@ class KubernetesBackend:
     async def estimate(self, planned: PlannedCall) -> PlannedCall:
         if planned.private.get("op") not in ("apply", "dry_run"):
             return planned
-        diffs, _ = await self._dry_run(planned)
+        try:
+            diffs, _ = await self._dry_run(planned)
+        except BackendError as exc:
+            raise self._scrubbed(planned, exc) from None
         digest = self._diff_digest(diffs)
         estimate = dict(planned.plan.estimate or {})
         estimate["changes"] = self._diff_estimate(diffs)  # type: ignore[assignment]
@@ -638,7 +645,23 @@ class KubernetesBackend:
         return mask(text)
 
     # -- execution -----------------------------------------------------------------------------------
+    def _scrubbed(self, planned: PlannedCall, exc: BackendError) -> BackendError:
+        """The error with every secret value of the manifest (and the credential) removed: API
+        server messages may quote what they were sent."""
+        for secret in sorted(set(self._secrets(planned)), key=len, reverse=True):
+            if len(secret) >= 4:
+                exc.message = exc.message.replace(secret, "[REDACTED:k8s-secret]")
+                if exc.hint:
+                    exc.hint = exc.hint.replace(secret, "[REDACTED:k8s-secret]")
+        return exc
+
     async def execute(self, planned: PlannedCall) -> TableResult:
+        try:
+            return await self._execute(planned)
+        except BackendError as exc:
+            raise self._scrubbed(planned, exc) from None
+
+    async def _execute(self, planned: PlannedCall) -> TableResult:
         op = planned.private.get("op")
         if op in ("apply", "dry_run"):
             return await self._apply(planned, write=op == "apply")
@@ -667,9 +690,13 @@ class KubernetesBackend:
         rows: list[list[JsonValue]] = []
         if not write:
             rows = [
-                [d.label, f"would {d.action}" if d.action != "unchanged" else "unchanged", render_diff(d)[1:]]
+                [
+                    d.label,
+                    f"would {d.action}" if d.action != "unchanged" else "unchanged",
+                    [line.strip() for line in render_diff(d)[1:]],
+                ]
                 for d in diffs
-            ]  # type: ignore[list-item]
+            ]
             return TableResult(
                 columns=_OBJECT_COLUMNS,
                 rows=rows,
@@ -703,7 +730,7 @@ class KubernetesBackend:
                 raise
             done.append(t.label)
             action = {"create": "created", "change": "configured", "unchanged": "unchanged"}[d.action]
-            rows.append([d.label, action, render_diff(d)[1:]])  # type: ignore[list-item]
+            rows.append([d.label, action, [line.strip() for line in render_diff(d)[1:]]])
         return TableResult(
             columns=_OBJECT_COLUMNS, rows=rows, row_count=len(rows), command_status=_counts("applied", diffs)
         )
@@ -745,7 +772,7 @@ class KubernetesBackend:
             item.setdefault("kind", p["kind"])
             item.setdefault("apiVersion", p["api_version"])
             shown = mask_object(_readable(item))
-            meta = shown.get("metadata") if isinstance(shown.get("metadata"), dict) else {}
+            meta = _dict(shown.get("metadata"))
             rows.append([p["kind"], meta.get("namespace"), meta.get("name"), shown])
         return TableResult(
             columns=_GET_COLUMNS,
@@ -777,7 +804,7 @@ class KubernetesBackend:
         items.sort(key=when)
         rows: list[list[JsonValue]] = []
         for e in items:
-            inv = e.get("involvedObject") if isinstance(e.get("involvedObject"), dict) else {}
+            inv = _dict(e.get("involvedObject"))
             count = e.get("count")
             rows.append(
                 [
@@ -786,7 +813,7 @@ class KubernetesBackend:
                     str(e.get("reason") or ""),
                     f"{inv.get('kind', '')}/{inv.get('name', '')}",
                     count if isinstance(count, int) and not isinstance(count, bool) else 1,
-                    str(e.get("message") or "")[:2000],
+                    mask_free_text(str(e.get("message") or "")[:2000]),
                 ]
             )
         return TableResult(
@@ -805,7 +832,7 @@ class KubernetesBackend:
         done, message, facts = rollout_status(obj)
         rows: list[list[JsonValue]] = [
             [f"{p['kind']}/{p['namespace']}/{p['name']}", "complete" if done else "in progress", facts]
-        ]  # type: ignore[list-item]
+        ]
         return TableResult(
             columns=(
                 ResultColumn("object", "text"),
@@ -830,7 +857,7 @@ class KubernetesBackend:
         lines = text.splitlines()
         return TableResult(
             columns=(ResultColumn("line", "text"),),
-            rows=[[line] for line in lines],
+            rows=[[mask_free_text(line)] for line in lines],
             row_count=len(lines),
             truncated=truncated,
             truncated_reason="max_bytes" if truncated else None,
@@ -839,8 +866,36 @@ class KubernetesBackend:
         )
 
 
+#: Tools whose ``manifest`` argument is redacted before it is recorded or shown.
+MANIFEST_TOOLS = ("kubectl_apply", "kubectl_diff")
+
+
+def redact_manifest_arguments(arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+    """The arguments with ``manifest`` replaced by its parsed objects, Secret values masked.
+
+    A manifest that cannot be parsed cannot be masked faithfully, so only its size and digest are
+    kept (the refusal names what was wrong with it)."""
+    out = dict(arguments)
+    manifest = out.get("manifest")
+    if not isinstance(manifest, str):
+        return out
+    digest = "sha256:" + hashlib.sha256(manifest.encode("utf-8", "replace")).hexdigest()
+    try:
+        objects = parse_manifest(manifest, max_bytes=16_777_216)
+    except InvalidInput:
+        out["manifest"] = f"[manifest withheld: it could not be parsed; {len(manifest)} characters, {digest}]"
+        return out
+    out["manifest"] = [mask_object(o.body) for o in objects]
+    out["manifest_digest"] = digest
+    return out
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _with_body(obj: KubeObject, body: dict[str, Any]) -> KubeObject:
-    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    meta = _dict(body.get("metadata"))
     ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
     return KubeObject(
         api_version=obj.api_version,
@@ -872,9 +927,9 @@ def _counts(what: str, diffs: Sequence[ObjectDiff]) -> str:
 def rollout_status(obj: Mapping[str, Any]) -> tuple[bool, str, dict[str, JsonValue]]:
     """Whether a Deployment/StatefulSet/DaemonSet rollout is complete, as ``kubectl rollout status`` says."""
     kind = str(obj.get("kind") or "Deployment")
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    meta = _dict(obj.get("metadata"))
+    spec = _dict(obj.get("spec"))
+    status = _dict(obj.get("status"))
 
     def num(d: Mapping[str, Any], key: str) -> int:
         v = d.get(key)
@@ -897,7 +952,7 @@ def rollout_status(obj: Mapping[str, Any]) -> tuple[bool, str, dict[str, JsonVal
         if available < desired:
             return False, f"{available} of {desired} updated pods available", facts
         return True, f"daemon set rolled out ({desired} pods)", facts
-    replicas = spec.get("replicas") if isinstance(spec.get("replicas"), int) else 1
+    replicas = spec["replicas"] if isinstance(spec.get("replicas"), int) else 1
     updated, ready, available, total = (
         num(status, "updatedReplicas"),
         num(status, "readyReplicas"),
@@ -931,4 +986,11 @@ def rollout_status(obj: Mapping[str, Any]) -> tuple[bool, str, dict[str, JsonVal
     return True, f"statefulset rolled out ({replicas} pods)", facts
 
 
-__all__ = ["DEFAULT_API_VERSIONS", "K8S_TOOLS", "KubernetesBackend", "rollout_status"]
+__all__ = [
+    "DEFAULT_API_VERSIONS",
+    "K8S_TOOLS",
+    "MANIFEST_TOOLS",
+    "KubernetesBackend",
+    "redact_manifest_arguments",
+    "rollout_status",
+]

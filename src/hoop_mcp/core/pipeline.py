@@ -135,6 +135,8 @@ class Pipeline:
         #: The four-eyes approval engine; ``None`` when approvals are not configured (then every
         #: ``review`` verdict is denied).
         self.approvals: ApprovalService | None = None
+        #: Per tool: rewrites the arguments before they are masked and recorded (see _mask_arguments).
+        self.redactors: dict[str, Callable[[Mapping[str, JsonValue]], Mapping[str, JsonValue]]] = {}
         # Exact secret values (database passwords, tokens) that must never leave, whatever masking
         # detectors think of them. Longest first so overlapping secrets are fully replaced.
         self._scrub = tuple(sorted({s for s in scrub if len(s) >= 4}, key=len, reverse=True))
@@ -151,9 +153,19 @@ class Pipeline:
         masked, _ = self.masker.mask_text(self.scrub_text(text))
         return masked
 
-    def _mask_arguments(self, arguments: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+    def _mask_arguments(self, arguments: Mapping[str, JsonValue], *, tool: str = "") -> dict[str, JsonValue]:
         """Arguments as an audit record may hold them: bounded, valid Unicode, secrets scrubbed,
-        then every string (keys too) through the detectors."""
+        then every string (keys too) through the detectors.
+
+        A tool whose arguments carry structured secrets (a Kubernetes manifest's Secret data) has a
+        redactor that rewrites them first; a redactor that fails withholds the arguments."""
+        redact = self.redactors.get(tool)
+        if redact is not None:
+            try:
+                arguments = redact(arguments)
+            except Exception:
+                log.exception("argument redactor for %s failed; arguments withheld", tool)
+                return {"withheld": "redaction failed; arguments not recorded"}
         try:
             masked, _ = self.masker.mask_json(_recordable(dict(arguments), self.scrub_text))
         except MaskingError:
@@ -192,7 +204,7 @@ class Pipeline:
             session_id=session_id,
             tool=_recordable_text(tool),
             connection=_recordable_text(connection) if connection is not None else None,
-            arguments_masked=self._mask_arguments(arguments),
+            arguments_masked=self._mask_arguments(arguments, tool=tool),
             arguments_digest=_safe_digest(arguments),
             started=time.perf_counter(),
             decision=Decision(verdict=Verdict.DENY, rule_id="pipeline.unprepared", reason="not evaluated"),
@@ -615,7 +627,7 @@ class Pipeline:
             connection=_recordable_text(str(arguments.get("connection")))
             if isinstance(arguments.get("connection"), str)
             else None,
-            arguments_masked=self._mask_arguments(arguments),
+            arguments_masked=self._mask_arguments(arguments, tool=tool),
             arguments_digest=_safe_digest(arguments),
             started=time.perf_counter(),
             decision=Decision(verdict=Verdict.DENY, rule_id="input.invalid_arguments", reason=reason),

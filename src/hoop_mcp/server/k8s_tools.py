@@ -104,7 +104,8 @@ class KubeLogs(BaseModel):
 
 def _findings(plan: Plan | None) -> list[KubeFinding]:
     out: list[KubeFinding] = []
-    for f in (plan.estimate or {}).get("findings") or [] if plan is not None else []:
+    found = (plan.estimate or {}).get("findings") if plan is not None else None
+    for f in found if isinstance(found, list) else []:
         if isinstance(f, dict):
             out.append(
                 KubeFinding(
@@ -418,13 +419,14 @@ def register_k8s_tools(server: HoopServer) -> None:
                 open_world_hint=True,
             ),
         )
-    for fn, title in (
+    reads: tuple[tuple[Any, str], ...] = (
         (kubectl_diff, "What an apply would change"),
         (kubectl_get, "Get or list Kubernetes objects"),
         (kubectl_events, "Kubernetes events"),
         (kubectl_rollout_status, "Rollout status"),
         (kubectl_logs, "Pod logs"),
-    ):
+    )
+    for fn, title in reads:
         server.mcp.add_tool(
             fn,
             title=title,
