@@ -69,6 +69,9 @@ def confirmation_prompt(prepared: Prepared) -> str:
     ]
     if plan.refs:
         lines.append("Writes refs: " + ", ".join(plan.refs))
+    if plan.objects:
+        more = f" and {len(plan.objects) - 20} more" if len(plan.objects) > 20 else ""
+        lines.append("Objects: " + ", ".join(plan.objects[:20]) + more)
     if plan.relations_written:
         lines.append("Writes: " + ", ".join(plan.relations_written))
     if plan.relations_read:
@@ -76,14 +79,19 @@ def confirmation_prompt(prepared: Prepared) -> str:
     est = plan.estimate or {}
     if "rows" in est:
         lines.append(f"Estimate (EXPLAIN): about {est.get('rows')} row(s), cost {est.get('total_cost')}")
-    elif not plan.refs:
+    elif not plan.refs and not plan.objects:
         lines.append("Estimate: not available")
     if plan.flags:
         lines.append("Flags: " + ", ".join(plan.flags))
-    if plan.refs:
-        lines.append("Push plan (computed by the server; values masked):")
+    if plan.objects:
+        # One line per plan line, indented: no line of it can pass for one of the headers above.
+        lines.append("Plan (the server's dry run; Secret values masked):")
+        lines.extend("  " + line for line in (plan.statement or "").split("\n"))
     else:
-        lines.append("Statement (as PostgreSQL parsed it; comments dropped, values masked):")
-    lines.append(plan.statement or "")
+        if plan.refs:
+            lines.append("Push plan (computed by the server; values masked):")
+        else:
+            lines.append("Statement (as PostgreSQL parsed it; comments dropped, values masked):")
+        lines.append(plan.statement or "")
     lines.append("Principal: " + (prepared.principal.label if prepared.principal else "unknown"))
     return "\n".join(visible(line) for line in lines)

@@ -887,14 +887,16 @@ def review_lines(approval: Approval) -> list[tuple[str, str]]:
     ]
     if plan.refs:
         rows.append(("Writes refs", ", ".join(plan.refs)))
+    if plan.objects:
+        rows.append(("Objects", ", ".join(plan.objects)))
     if plan.relations_written:
         rows.append(("Writes", ", ".join(plan.relations_written)))
     if plan.relations_read:
         rows.append(("Reads", ", ".join(plan.relations_read)))
     if plan.flags:
         rows.append(("Flags", ", ".join(plan.flags)))
-    if plan.refs:
-        pass  # a push's plan (range, commits, files) is its statement
+    if plan.refs or plan.objects:
+        pass  # a push's plan (range, commits, files) or a dry-run diff is its statement
     elif plan.estimate and "rows" in plan.estimate:
         rows.append(
             (
