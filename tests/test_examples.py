@@ -34,10 +34,20 @@ SERVER_CONFIGS = ("hoop-mcp.yaml",)
 POLICIES = ("policy-analysts.yaml",)
 REVIEW_POLICIES = ("policy-four-eyes.yaml",)
 GIT_POLICIES = ("policy-git.yaml",)
+KUBE_POLICIES = ("policy-kubernetes.yaml",)
 CLIENT_JSON = ("claude_desktop_config.json", "vscode-mcp.json")
 MARKDOWN = ("claude-code.md",)
 WORKFLOWS = ("ci-workflow.yaml",)
-COVERED = {*SERVER_CONFIGS, *POLICIES, *REVIEW_POLICIES, *GIT_POLICIES, *CLIENT_JSON, *MARKDOWN, *WORKFLOWS}
+COVERED = {
+    *SERVER_CONFIGS,
+    *POLICIES,
+    *REVIEW_POLICIES,
+    *GIT_POLICIES,
+    *KUBE_POLICIES,
+    *CLIENT_JSON,
+    *MARKDOWN,
+    *WORKFLOWS,
+}
 
 HEREDOC = re.compile(
     r"^cat > \"?(?P<target>[^\"\s]+)\"? <<'EOF'\n(?P<body>.*?)^EOF$", re.MULTILINE | re.DOTALL
@@ -105,6 +115,44 @@ def test_four_eyes_example_holds_customer_changes_for_a_dba_and_keeps_team_denia
     ddl = Plan(effect="ddl", command="DROP", relations_written=("public.customers",))
     denied = evaluate(policy, CallFacts(tool="query_db", connection="shop", principal=engineer, plan=ddl))
     assert denied.verdict is Verdict.DENY  # deny still beats review
+
+
+@pytest.mark.parametrize("name", KUBE_POLICIES)
+def test_kubernetes_example_frees_staging_confirms_elsewhere_and_reviews_escalation(name: str) -> None:
+    from hoop_mcp.core.models import Plan, Principal, Verdict
+    from hoop_mcp.core.policy import CallFacts, evaluate
+
+    policy = load_policy_files([EXAMPLES / name])
+    agent = Principal(subject="agent-7", issuer="https://login.example.com", groups=("ai-agents",))
+
+    def decide(tool: str, effect: str, namespaces: tuple[str, ...], *flags: str) -> tuple[Verdict, str]:
+        plan = Plan(effect=effect, command="APPLY", namespaces=namespaces, kinds=("Deployment",), flags=flags)
+        d = evaluate(policy, CallFacts(tool=tool, connection="prod", principal=agent, plan=plan))
+        return d.verdict, d.rule_id
+
+    assert decide("kubectl_apply", "write", ("staging",)) == (Verdict.ALLOW, "k8s-staging-applies")
+    assert decide("kubectl_apply", "write", ("staging-eu",)) == (Verdict.ALLOW, "k8s-staging-applies")
+    assert decide("kubectl_apply", "write", ("shop",)) == (Verdict.CONFIRM, "k8s-production-applies")
+    assert decide("kubectl_apply", "write", ("staging", "shop")) == (
+        Verdict.CONFIRM,
+        "k8s-production-applies",
+    )
+    assert decide("kubectl_apply", "write", ("staging",), "secret_write") == (
+        Verdict.CONFIRM,
+        "k8s.needs_confirmation",
+    )
+    assert decide("kubectl_apply", "write", ("shop",), "rbac", "rbac_escalation") == (
+        Verdict.REVIEW,
+        "k8s-escalation",
+    )
+    assert decide("kubectl_apply", "write", ("shop",), "crd", "cluster_scoped") == (
+        Verdict.REVIEW,
+        "k8s-escalation",
+    )
+    assert decide("kubectl_apply", "write", (), "cluster_scoped") == (Verdict.DENY, "default-deny")
+    assert decide("kubectl_apply", "read", ("shop",)) == (Verdict.ALLOW, "k8s-dry-run-apply")
+    assert decide("kubectl_diff", "read", ("kube-system",)) == (Verdict.ALLOW, "k8s-reads")
+    assert decide("kubectl_delete", "write", ("shop",), "delete") == (Verdict.CONFIRM, "k8s-deletes")
 
 
 @pytest.mark.parametrize("name", GIT_POLICIES)

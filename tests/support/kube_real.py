@@ -12,8 +12,8 @@ Running them (the server is kube-apiserver v1.20.2 + etcd 3.4 built from Debian 
 server-side apply is beta there but on by default, and there is no controller-manager, so nothing reconciles
 and deleted namespaces stay "Terminating" with their objects):
 
-    /work/shared/tools/k8s/build-apiserver.sh            # once per machine, 4-8 min, cached in /var/cache/hoop-k8s
-    /work/shared/tools/k8s/start-apiserver.sh /tmp/hoop-k8s
+    bash tools/k8s-build-apiserver.sh                    # once per machine, 4-8 min, cached in /var/cache/hoop-k8s-fixed
+    HOOP_K8S_CACHE=/var/cache/hoop-k8s-fixed ../shared/tools/k8s/start-apiserver.sh /tmp/hoop-k8s
     set -a; . /tmp/hoop-k8s/env; set +a
     pytest -p no:kmock -m real_k8s
     /work/shared/tools/k8s/stop-apiserver.sh /tmp/hoop-k8s
