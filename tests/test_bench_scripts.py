@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench"
             ["--scan-mb", "0.2", "--scan-commits", "2", "--pushes", "2"],
             "ratio git_push / plain",
         ),
+        ("bench_k8s.py", ["--iterations", "3", "--repeat", "3"], "ratio kubectl_apply / raw client"),
     ],
 )
 def test_a_benchmark_script_runs_and_reports(
