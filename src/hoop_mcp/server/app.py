@@ -8,7 +8,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
@@ -486,6 +486,49 @@ class HoopServer:
         if result.status is not OutcomeStatus.OK:
             raise ToolError(result.message)
 
+    async def _read(self, tool: str, connection: str, arguments: dict[str, JsonValue]) -> CallResult:
+        """Prepare and run a call that asks nobody (a read), raising unless it ran."""
+        prepared = await self._prepare(tool, connection, arguments)
+        result = await self._run(prepared, None)
+        self._raise_unless_ok(result)
+        return result
+
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        title: str,
+        *,
+        read_only: bool,
+        open_world: bool,
+        destructive: bool | None = None,
+        idempotent: bool | None = None,
+    ) -> None:
+        """Register a tool; by default a read is idempotent and a write destructive."""
+        self.mcp.add_tool(
+            fn,
+            title=title,
+            annotations=ToolAnnotations(
+                title=title,
+                read_only_hint=read_only,
+                destructive_hint=not read_only if destructive is None else destructive,
+                idempotent_hint=read_only if idempotent is None else idempotent,
+                open_world_hint=open_world,
+            ),
+        )
+
+    def connection_of_kind(self, kind: str, connection: str | None) -> str:
+        """The named connection, or the only connection of ``kind`` when none is named."""
+        if connection is not None:
+            return connection
+        names = connections_of_kind(self, kind)
+        if len(names) == 1:
+            return names[0]
+        raise ToolError(
+            f"Name the {kind} connection: this server has "
+            + (", ".join(names) or "none")
+            + ". Nothing was executed."
+        )
+
     # -- tools ------------------------------------------------------------------------------------
     def _register(self) -> None:
         server = self
@@ -576,17 +619,7 @@ class HoopServer:
             msg = f"{relation}: {len(cols)} column(s)." + (note if any(c.masked for c in cols) else "")
             return TableDescription(connection=connection, table=relation, columns=cols, message=msg)
 
-        self.mcp.add_tool(
-            query_db,
-            title="Query a database (guarded)",
-            annotations=ToolAnnotations(
-                title="Query a database (guarded)",
-                read_only_hint=False,
-                destructive_hint=True,
-                idempotent_hint=False,
-                open_world_hint=False,
-            ),
-        )
+        self.add_tool(query_db, "Query a database (guarded)", read_only=False, open_world=False)
         from hoop_mcp.server.approval_tools import register_approval_tools
 
         register_approval_tools(self)
@@ -596,18 +629,8 @@ class HoopServer:
         from hoop_mcp.server.k8s_tools import register_k8s_tools
 
         register_k8s_tools(self)
-        for fn, title in ((list_tables, "List tables"), (describe_table, "Describe a table")):
-            self.mcp.add_tool(
-                fn,
-                title=title,
-                annotations=ToolAnnotations(
-                    title=title,
-                    read_only_hint=True,
-                    destructive_hint=False,
-                    idempotent_hint=True,
-                    open_world_hint=False,
-                ),
-            )
+        self.add_tool(list_tables, "List tables", read_only=True, open_world=False)
+        self.add_tool(describe_table, "Describe a table", read_only=True, open_world=False)
 
     def _may_read(self, prepared: Prepared, connection: str, table: str) -> bool:
         if prepared.principal is None:
@@ -615,6 +638,15 @@ class HoopServer:
         plan = Plan(effect="read", effects=("read",), command="SELECT", relations_read=(table,))
         facts = CallFacts(tool="query_db", connection=connection, principal=prepared.principal, plan=plan)
         return evaluate(self.pipeline.policy, facts).verdict is not Verdict.DENY
+
+
+def connections_of_kind(server: HoopServer, kind: str) -> list[str]:
+    return sorted(name for name, b in server.pipeline.backends.items() if b.kind == kind)
+
+
+def tool_arguments(**values: JsonValue) -> dict[str, JsonValue]:
+    """A tool's arguments as the pipeline records them: unset (None) and false options left out."""
+    return {k: v for k, v in values.items() if v is not None and v is not False}
 
 
 def confirmation_question(prepared: Prepared, ctx: Context[Any, Any]) -> _NoQuestion | Elicit[ConfirmForm]:

@@ -13,7 +13,6 @@ from typing import Annotated, Any, TypeVar
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation
-from mcp.types import ToolAnnotations
 from pydantic import Field, JsonValue
 
 from hoop_mcp.core.approval import visible
@@ -416,50 +415,15 @@ def register_approval_tools(server: HoopServer) -> None:
 
         return await recorded("approval_review", {"approval_id": approval_id}, body, who=who)
 
-    mcp = server.mcp
-    mcp.add_tool(
-        approval_wait,
-        title="Wait for an approval",
-        annotations=ToolAnnotations(
-            title="Wait for an approval",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
-    mcp.add_tool(
-        approval_execute,
-        title="Run an approved call",
-        annotations=ToolAnnotations(
-            title="Run an approved call",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=False,
-        ),
-    )
-    mcp.add_tool(
-        approvals_pending,
-        title="Pending approvals (approvers)",
-        annotations=ToolAnnotations(
-            title="Pending approvals (approvers)",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
-    mcp.add_tool(
+    server.add_tool(approval_wait, "Wait for an approval", read_only=True, open_world=False)
+    server.add_tool(approval_execute, "Run an approved call", read_only=False, open_world=False)
+    server.add_tool(approvals_pending, "Pending approvals (approvers)", read_only=True, open_world=False)
+    server.add_tool(
         approval_review,
-        title="Review a pending call (approvers)",
-        annotations=ToolAnnotations(
-            title="Review a pending call (approvers)",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=False,
-        ),
+        "Review a pending call (approvers)",
+        read_only=False,
+        open_world=False,
+        destructive=False,
     )
 
 

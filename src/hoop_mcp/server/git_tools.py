@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, JsonValue, StrictBool
+from pydantic import BaseModel, Field, StrictBool
 
 from hoop_mcp.core.models import OutcomeStatus, Plan
 from hoop_mcp.core.pipeline import CallResult, Prepared
@@ -21,6 +20,8 @@ from hoop_mcp.server.app import (
     _confirmation_from,
     _NoQuestion,
     confirmation_question,
+    connections_of_kind,
+    tool_arguments,
 )
 
 GIT_INSTRUCTIONS = """\
@@ -212,26 +213,6 @@ def push_result(server: HoopServer, result: CallResult, connection: str) -> GitP
     )
 
 
-def _git_connections(server: HoopServer) -> list[str]:
-    return sorted(name for name, b in server.pipeline.backends.items() if b.kind == "git")
-
-
-def _connection(server: HoopServer, connection: str | None) -> str:
-    """The named connection, or the only git connection when none is named."""
-    if connection is not None:
-        return connection
-    names = _git_connections(server)
-    if len(names) == 1:
-        return names[0]
-    raise ToolError(
-        "Name the git connection: this server has " + (", ".join(names) or "none") + ". Nothing was executed."
-    )
-
-
-def _arguments(**values: JsonValue) -> dict[str, JsonValue]:
-    return {k: v for k, v in values.items() if v is not None and v is not False}
-
-
 _Repo = Annotated[
     str,
     Field(
@@ -263,8 +244,8 @@ def register_git_tools(server: HoopServer) -> None:
         delete: bool,
         tag: bool,
     ) -> Prepared:
-        name = _connection(server, connection)
-        args = _arguments(
+        name = server.connection_of_kind("git", connection)
+        args = tool_arguments(
             connection=name,
             repository=repository,
             branch=branch,
@@ -315,13 +296,11 @@ def register_git_tools(server: HoopServer) -> None:
     ) -> GitOutgoing:
         """Show what git_push would send: the outgoing commits, files, diffstat, whether it is a
         fast-forward, and any secrets the scan finds (masked). Pushes nothing."""
-        name = _connection(server, connection)
-        args = _arguments(
+        name = server.connection_of_kind("git", connection)
+        args = tool_arguments(
             connection=name, repository=repository, branch=branch, remote_branch=remote_branch, tag=tag
         )
-        prepared = await server._prepare("git_outgoing", name, args)
-        result = await server._run(prepared, None)
-        server._raise_unless_ok(result)
+        result = await server._read("git_outgoing", name, args)
         plan = plan_info(result.plan)
         if plan is None:
             raise ToolError("No plan could be computed. Nothing was executed.")
@@ -347,12 +326,10 @@ def register_git_tools(server: HoopServer) -> None:
         ] = None,
     ) -> GitBranches:
         """List the remote's branches (name and commit), read with the server's credential."""
-        name = _connection(server, connection)
-        prepared = await server._prepare(
-            "git_remote_branches", name, _arguments(connection=name, pattern=pattern)
+        name = server.connection_of_kind("git", connection)
+        result = await server._read(
+            "git_remote_branches", name, tool_arguments(connection=name, pattern=pattern)
         )
-        result = await server._run(prepared, None)
-        server._raise_unless_ok(result)
         branches = [GitBranch(branch=str(r[0]), sha=str(r[1])) for r in result.rows]
         return GitBranches(
             connection=name,
@@ -362,31 +339,8 @@ def register_git_tools(server: HoopServer) -> None:
             + (" (list truncated)" if result.truncated else ""),
         )
 
-    if not _git_connections(server):
+    if not connections_of_kind(server, "git"):
         return
-    server.mcp.add_tool(
-        git_push,
-        title="Push a branch (guarded)",
-        annotations=ToolAnnotations(
-            title="Push a branch (guarded)",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=True,
-        ),
-    )
-    for fn, title in (
-        (git_outgoing, "What a push would send"),
-        (git_remote_branches, "List remote branches"),
-    ):
-        server.mcp.add_tool(
-            fn,
-            title=title,
-            annotations=ToolAnnotations(
-                title=title,
-                read_only_hint=True,
-                destructive_hint=False,
-                idempotent_hint=True,
-                open_world_hint=True,
-            ),
-        )
+    server.add_tool(git_push, "Push a branch (guarded)", read_only=False, open_world=True)
+    server.add_tool(git_outgoing, "What a push would send", read_only=True, open_world=True)
+    server.add_tool(git_remote_branches, "List remote branches", read_only=True, open_world=True)

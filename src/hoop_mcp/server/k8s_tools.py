@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, JsonValue, StrictBool
+from pydantic import BaseModel, Field, StrictBool
 
 from hoop_mcp.core.models import OutcomeStatus, Plan
 from hoop_mcp.core.pipeline import CallResult, Prepared
@@ -21,6 +20,8 @@ from hoop_mcp.server.app import (
     _confirmation_from,
     _NoQuestion,
     confirmation_question,
+    connections_of_kind,
+    tool_arguments,
 )
 
 K8S_INSTRUCTIONS = """\
@@ -162,27 +163,6 @@ def apply_result(
     )
 
 
-def _k8s_connections(server: HoopServer) -> list[str]:
-    return sorted(name for name, b in server.pipeline.backends.items() if b.kind == "kubernetes")
-
-
-def _connection(server: HoopServer, connection: str | None) -> str:
-    if connection is not None:
-        return connection
-    names = _k8s_connections(server)
-    if len(names) == 1:
-        return names[0]
-    raise ToolError(
-        "Name the kubernetes connection: this server has "
-        + (", ".join(names) or "none")
-        + ". Nothing was executed."
-    )
-
-
-def _arguments(**values: JsonValue) -> dict[str, JsonValue]:
-    return {k: v for k, v in values.items() if v is not None and v is not False}
-
-
 _Manifest = Annotated[
     str,
     Field(
@@ -215,8 +195,8 @@ def register_k8s_tools(server: HoopServer) -> None:
     async def prepare_apply(
         manifest: str, namespace: str | None, connection: str | None, dry_run: bool
     ) -> Prepared:
-        name = _connection(server, connection)
-        args = _arguments(connection=name, manifest=manifest, namespace=namespace, dry_run=dry_run)
+        name = server.connection_of_kind("kubernetes", connection)
+        args = tool_arguments(connection=name, manifest=manifest, namespace=namespace, dry_run=dry_run)
         return await server._prepare("kubectl_apply", name, args)
 
     async def ask_apply(
@@ -249,9 +229,9 @@ def register_k8s_tools(server: HoopServer) -> None:
     ) -> KubeApplyResult:
         """Show what kubectl_apply would change (the server's own dry run), and what the checks find.
         Applies nothing."""
-        name = _connection(server, connection)
+        name = server.connection_of_kind("kubernetes", connection)
         prepared = await server._prepare(
-            "kubectl_diff", name, _arguments(connection=name, manifest=manifest, namespace=namespace)
+            "kubectl_diff", name, tool_arguments(connection=name, manifest=manifest, namespace=namespace)
         )
         result = await server._run(prepared, None)
         return apply_result(server, result, name, dry_run=True)
@@ -259,8 +239,10 @@ def register_k8s_tools(server: HoopServer) -> None:
     async def prepare_delete(
         kind: str, name: str, namespace: str | None, api_version: str | None, connection: str | None
     ) -> Prepared:
-        conn = _connection(server, connection)
-        args = _arguments(connection=conn, kind=kind, name=name, namespace=namespace, api_version=api_version)
+        conn = server.connection_of_kind("kubernetes", connection)
+        args = tool_arguments(
+            connection=conn, kind=kind, name=name, namespace=namespace, api_version=api_version
+        )
         return await server._prepare("kubectl_delete", conn, args)
 
     async def ask_delete(
@@ -297,8 +279,8 @@ def register_k8s_tools(server: HoopServer) -> None:
         connection: _Conn = None,
     ) -> KubeObjects:
         """Get one object or list objects of a kind (Secret values and managedFields are removed)."""
-        conn = _connection(server, connection)
-        args = _arguments(
+        conn = server.connection_of_kind("kubernetes", connection)
+        args = tool_arguments(
             connection=conn,
             kind=kind,
             name=name,
@@ -307,9 +289,7 @@ def register_k8s_tools(server: HoopServer) -> None:
             api_version=api_version,
             limit=limit,
         )
-        prepared = await server._prepare("kubectl_get", conn, args)
-        result = await server._run(prepared, None)
-        server._raise_unless_ok(result)
+        result = await server._read("kubectl_get", conn, args)
         objects = [row[3] for row in result.rows if isinstance(row[3], dict)]
         return KubeObjects(
             connection=conn, objects=objects, truncated=result.truncated, message=result.command_status
@@ -324,11 +304,9 @@ def register_k8s_tools(server: HoopServer) -> None:
         connection: _Conn = None,
     ) -> KubeEvents:
         """Recent events in a namespace (optionally about one object), oldest first."""
-        conn = _connection(server, connection)
-        args = _arguments(connection=conn, namespace=namespace, object_name=object_name, limit=limit)
-        prepared = await server._prepare("kubectl_events", conn, args)
-        result = await server._run(prepared, None)
-        server._raise_unless_ok(result)
+        conn = server.connection_of_kind("kubernetes", connection)
+        args = tool_arguments(connection=conn, namespace=namespace, object_name=object_name, limit=limit)
+        result = await server._read("kubectl_events", conn, args)
         events = [
             KubeEvent(
                 last_seen=str(r[0]),
@@ -351,11 +329,9 @@ def register_k8s_tools(server: HoopServer) -> None:
         connection: _Conn = None,
     ) -> KubeRollout:
         """Whether a rollout is complete (one look, like 'kubectl rollout status --watch=false')."""
-        conn = _connection(server, connection)
-        args = _arguments(connection=conn, name=name, kind=kind, namespace=namespace)
-        prepared = await server._prepare("kubectl_rollout_status", conn, args)
-        result = await server._run(prepared, None)
-        server._raise_unless_ok(result)
+        conn = server.connection_of_kind("kubernetes", connection)
+        args = tool_arguments(connection=conn, name=name, kind=kind, namespace=namespace)
+        result = await server._read("kubectl_rollout_status", conn, args)
         row = result.rows[0]
         return KubeRollout(
             connection=conn,
@@ -381,8 +357,8 @@ def register_k8s_tools(server: HoopServer) -> None:
         connection: _Conn = None,
     ) -> KubeLogs:
         """A pod's log, bounded (secrets in it are masked)."""
-        conn = _connection(server, connection)
-        args = _arguments(
+        conn = server.connection_of_kind("kubernetes", connection)
+        args = tool_arguments(
             connection=conn,
             pod=pod,
             namespace=namespace,
@@ -391,9 +367,7 @@ def register_k8s_tools(server: HoopServer) -> None:
             since_seconds=since_seconds,
             max_bytes=max_bytes,
         )
-        prepared = await server._prepare("kubectl_logs", conn, args)
-        result = await server._run(prepared, None)
-        server._raise_unless_ok(result)
+        result = await server._read("kubectl_logs", conn, args)
         return KubeLogs(
             connection=conn,
             pod=pod,
@@ -402,39 +376,18 @@ def register_k8s_tools(server: HoopServer) -> None:
             message=result.command_status,
         )
 
-    if not _k8s_connections(server):
+    if not connections_of_kind(server, "kubernetes"):
         return
-    for fn, title in (
-        (kubectl_apply, "Apply Kubernetes manifests (guarded)"),
-        (kubectl_delete, "Delete a Kubernetes object (guarded)"),
-    ):
-        server.mcp.add_tool(
-            fn,
-            title=title,
-            annotations=ToolAnnotations(
-                title=title,
-                read_only_hint=False,
-                destructive_hint=True,
-                idempotent_hint=fn is kubectl_apply,
-                open_world_hint=True,
-            ),
-        )
-    reads: tuple[tuple[Any, str], ...] = (
-        (kubectl_diff, "What an apply would change"),
-        (kubectl_get, "Get or list Kubernetes objects"),
-        (kubectl_events, "Kubernetes events"),
-        (kubectl_rollout_status, "Rollout status"),
-        (kubectl_logs, "Pod logs"),
+    server.add_tool(
+        kubectl_apply,
+        "Apply Kubernetes manifests (guarded)",
+        read_only=False,
+        open_world=True,
+        idempotent=True,
     )
-    for fn, title in reads:
-        server.mcp.add_tool(
-            fn,
-            title=title,
-            annotations=ToolAnnotations(
-                title=title,
-                read_only_hint=True,
-                destructive_hint=False,
-                idempotent_hint=True,
-                open_world_hint=True,
-            ),
-        )
+    server.add_tool(kubectl_delete, "Delete a Kubernetes object (guarded)", read_only=False, open_world=True)
+    server.add_tool(kubectl_diff, "What an apply would change", read_only=True, open_world=True)
+    server.add_tool(kubectl_get, "Get or list Kubernetes objects", read_only=True, open_world=True)
+    server.add_tool(kubectl_events, "Kubernetes events", read_only=True, open_world=True)
+    server.add_tool(kubectl_rollout_status, "Rollout status", read_only=True, open_world=True)
+    server.add_tool(kubectl_logs, "Pod logs", read_only=True, open_world=True)
