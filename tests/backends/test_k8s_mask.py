@@ -15,10 +15,8 @@ from hoop_mcp.backends.k8s_mask import (
     LAST_APPLIED,
     REDACTED,
     looks_secret,
-    mask_diff_value,
     mask_object,
     secret_strings,
-    split_path,
 )
 from tests.support.secret_factory import GENERATORS
 
@@ -328,74 +326,6 @@ def test_secret_strings_of_a_list_cover_every_item() -> None:
 
 def test_secret_strings_of_a_harmless_object_are_empty() -> None:
     assert secret_strings({"kind": "ConfigMap", "data": {"a": "visible-value"}}) == []
-
-
-# --------------------------------------------------------------------------------------------
-# Diff paths.
-
-
-@pytest.mark.parametrize(
-    ("path", "parts"),
-    [
-        ("data.password", ["data", "password"]),
-        ("data.tls.crt", ["data", "tls.crt"]),
-        (
-            "spec.template.spec.containers[0].env[1].value",
-            ["spec", "template", "spec", "containers", 0, "env", 1, "value"],
-        ),
-        (f"metadata.annotations.{LAST_APPLIED}", ["metadata", "annotations", LAST_APPLIED]),
-        ("metadata.labels.app.kubernetes.io/name", ["metadata", "labels", "app.kubernetes.io/name"]),
-        ("items[2].data.x", ["items", 2, "data", "x"]),
-        ("a[0][1]", ["a", 0, 1]),
-        ("", []),
-    ],
-)
-def test_diff_paths_split_on_dots_and_indices_but_keep_map_keys_whole(
-    path: str, parts: list[str | int]
-) -> None:
-    assert split_path(path) == parts
-
-
-@pytest.mark.parametrize(
-    ("kind", "path", "value", "masked"),
-    [
-        ("Secret", "data.password", "aHVudGVy", True),
-        ("Secret", "stringData.tls.key", "x", True),
-        ("Secret", "metadata.name", "db", False),
-        ("Secret", "type", "Opaque", False),
-        ("ConfigMap", "data.password", "visible", False),
-        ("Deployment", f"metadata.annotations.{LAST_APPLIED}", "{}", True),
-        ("Deployment", "metadata.annotations.team", "a", False),
-        ("Deployment", "spec.template.spec.containers[0].env[1].value", "debug", True),
-        ("Deployment", "spec.template.spec.containers[0].image", "nginx:1.27", False),
-        ("Deployment", "spec.replicas", 3, False),
-        ("List", "items[0].data.password", "eA==", True),
-    ],
-)
-def test_diff_values_are_masked_where_the_path_carries_a_secret(
-    kind: str, path: str, value: Any, masked: bool
-) -> None:
-    got = mask_diff_value(kind, path, value)
-    if masked:
-        assert got == REDACTED
-    else:
-        assert got == value
-
-
-def test_a_whole_env_entry_in_a_diff_keeps_a_harmless_value_and_masks_a_secret_one() -> None:
-    path = "spec.template.spec.containers[0].env[1]"
-    assert mask_diff_value("Deployment", path, {"name": "LEVEL", "value": "debug"}) == {
-        "name": "LEVEL",
-        "value": "debug",
-    }
-    assert mask_diff_value("Deployment", path, {"name": "TOKEN", "value": "x"}) == {
-        "name": "TOKEN",
-        "value": REDACTED,
-    }
-
-
-def test_a_whole_secret_data_map_in_a_diff_keeps_its_keys() -> None:
-    assert mask_diff_value("Secret", "data", {"a": "eA==", "b": "eQ=="}) == {"a": REDACTED, "b": REDACTED}
 
 
 # --------------------------------------------------------------------------------------------

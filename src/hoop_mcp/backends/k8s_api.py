@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,6 @@ class ApiResource:
         if sub is not None:
             base += f"/{sub}"
         return base
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, "[REDACTED:k8s-secret]")
-    return text
 
 
 def _status(response: httpx.Response, body: bytes) -> tuple[str, str, list[dict[str, Any]]]:
@@ -117,7 +111,6 @@ class KubeApi:
         content: bytes | None = None,
         content_type: str | None = None,
         limit: int = MAX_RESPONSE_BYTES,
-        secrets: Sequence[str] = (),
         missing_ok: bool = False,
         truncate: bool = False,
     ) -> tuple[httpx.Response, bytes] | None:
@@ -161,13 +154,11 @@ class KubeApi:
             return response, body
         if response.status_code == 404 and missing_ok:
             return None
-        raise self._error(response, body, action=action, secrets=secrets)
+        raise self._error(response, body, action=action)
 
-    def _error(
-        self, response: httpx.Response, body: bytes, *, action: str, secrets: Sequence[str]
-    ) -> BackendError:
+    def _error(self, response: httpx.Response, body: bytes, *, action: str) -> BackendError:
         message, reason, causes = _status(response, body)
-        message = _scrub(message, secrets)[:_MESSAGE_CHARS]
+        message = message[:_MESSAGE_CHARS]
         code = response.status_code
         said = f"the API server answered {code} {reason or response.reason_phrase} ({action}): {message}"
         if code == 401:
@@ -202,9 +193,7 @@ class KubeApi:
                 details={"rule_id": "k8s.conflict"},
             )
         if code in (400, 415, 422):
-            listed = "; ".join(
-                _scrub(f"{c.get('field', '')}: {c.get('message', '')}", secrets)[:200] for c in causes[:10]
-            )
+            listed = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}"[:200] for c in causes[:10])
             return BackendRejected(
                 f"the API server rejected the object as invalid ({action}): {message}"
                 + (f" [{listed}]" if listed and listed not in message else ""),
@@ -292,7 +281,6 @@ class KubeApi:
         body: bytes,
         *,
         dry_run: bool,
-        secrets: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Server-side apply (``force`` is never set: conflicts surface as errors)."""
         params: dict[str, str | int] = {"fieldManager": self.field_manager}
@@ -306,7 +294,6 @@ class KubeApi:
             params=params,
             content=body,
             content_type=APPLY_CONTENT_TYPE,
-            secrets=secrets,
         )
         assert got is not None  # noqa: S101 - missing_ok is False
         return self._json(got[1], action)

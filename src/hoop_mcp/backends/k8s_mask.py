@@ -28,7 +28,7 @@ import binascii
 import copy
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from hoop_mcp.backends.k8s_checks import pod_specs
@@ -262,74 +262,8 @@ def secret_strings(body: Mapping[str, Any]) -> list[str]:
     return sorted(unique, key=lambda text: (-len(text), text))
 
 
-# ---------------------------------------------------------------------------------------------
-# Diff paths.
-
-#: After one of these segments, the rest of a path is one map key (keys may hold dots).
-_MAP_FIELDS: Final = frozenset({"annotations", "labels", "data", "stringData", "binaryData"})
-_SEGMENT: Final = re.compile(r"([^.\[\]]*)((?:\[\d+\])*)")
-
-
-def split_path(path: str) -> list[str | int]:
-    """``a.b[1].c`` -> ``["a", "b", 1, "c"]``.
-
-    Segments are separated by dots, list indices are ``[i]``; after an ``annotations``,
-    ``labels``, ``data``, ``stringData`` or ``binaryData`` segment the whole remainder is one key
-    (``metadata.annotations.kubectl.kubernetes.io/last-applied-configuration``, ``data.tls.crt``).
-    """
-    parts: list[str | int] = []
-    rest = path
-    while rest:
-        if parts and parts[-1] in _MAP_FIELDS:
-            parts.append(rest)
-            break
-        head, dot, tail = rest.partition(".")
-        match = _SEGMENT.fullmatch(head)
-        if match is None:
-            parts.append(head)
-        else:
-            if match.group(1):
-                parts.append(match.group(1))
-            parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
-        rest = tail if dot else ""
-    return parts
-
-
-def _build(parts: list[str | int], value: Any) -> Any:
-    if not parts:
-        return value
-    head, inner = parts[0], _build(parts[1:], value)
-    if isinstance(head, int):
-        return [{} for _ in range(head)] + [inner]
-    return {head: inner}
-
-
-def _extract(node: Any, parts: list[str | int]) -> Any:
-    for part in parts:
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else REDACTED
-        else:
-            node = node.get(part, REDACTED) if isinstance(node, dict) else REDACTED
-    return node
-
-
-def mask_diff_value(kind: str, path: str, value: Any) -> Any:
-    """``value`` as it may be shown at ``path`` (see :func:`split_path`) of an object of ``kind``.
-
-    The value is placed at its path in an otherwise empty object of that kind and masked like a
-    whole object, so the answer is always the one :func:`mask_object` would give. Consequences:
-    an env ``value`` passed on its own has no ``name`` beside it, so it is masked (fail closed):
-    pass the whole entry (path ``...env[1]``) to keep a harmless value visible; and items of a
-    ``List`` are masked as Secrets (their kind is not known from the path).
-    """
-    parts = split_path(path)
-    skeleton = _build(parts, value)
-    if not isinstance(skeleton, dict):
-        return REDACTED
-    items = skeleton.get("items")
-    if kind == "List" and parts[:1] == ["items"] and isinstance(items, list):
-        for entry in items:
-            if isinstance(entry, dict):
-                entry.setdefault("kind", "Secret")
-    skeleton.setdefault("kind", kind)
-    return _extract(mask_object(skeleton), parts)
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret string (of at least ``MIN_SCRUB_LENGTH``) replaced, longest first."""
+    for secret in sorted({x for x in secrets if len(x) >= MIN_SCRUB_LENGTH}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -28,7 +28,7 @@ from hoop_mcp.backends.k8s_api import ApiResource, KubeApi
 from hoop_mcp.backends.k8s_checks import Finding, check_objects
 from hoop_mcp.backends.k8s_diff import ObjectDiff, diff_object, render_diff
 from hoop_mcp.backends.k8s_manifest import manifest_json, parse_manifest
-from hoop_mcp.backends.k8s_mask import mask_object, secret_strings
+from hoop_mcp.backends.k8s_mask import mask_object, scrub, secret_strings
 from hoop_mcp.backends.k8s_objects import KubeObject
 from hoop_mcp.backends.k8s_validate import is_namespaced, validate_objects
 from hoop_mcp.config import KubernetesConnection
@@ -116,16 +116,18 @@ _EVENT_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """One object to apply: where it goes and the exact bytes sent."""
+    """One object to apply, its namespace reconciled into ``obj``, and the exact bytes sent."""
 
     obj: KubeObject
-    namespace: str | None
     body: bytes
 
     @property
+    def namespace(self) -> str | None:
+        return self.obj.namespace
+
+    @property
     def label(self) -> str:
-        ns = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.obj.kind}/{ns}{self.obj.name}"
+        return self.obj.label
 
 
 def _finding_json(f: Finding) -> dict[str, JsonValue]:
@@ -238,8 +240,10 @@ class KubernetesBackend:
                 return Decision(verdict=Verdict.DENY, rule_id="k8s.namespace_denied", reason=problem)
         return None
 
-    def _cluster_scoped_allowed(self, obj: KubeObject) -> bool:
-        names = (obj.kind, f"{obj.group}/{obj.kind}" if obj.group else obj.kind)
+    def _cluster_kind_allowed(self, api_version: str, kind: str) -> bool:
+        """Whether ``cluster_scoped_kinds`` names this kind (as ``Kind`` or ``group/Kind``)."""
+        group = api_version.rpartition("/")[0]
+        names = (kind, f"{group}/{kind}") if group else (kind,)
         return any(fnmatchcase(n, p) for n in names for p in self.settings.cluster_scoped_kinds)
 
     # -- planning ------------------------------------------------------------------------------------
@@ -264,7 +268,6 @@ class KubernetesBackend:
                     "connection knows",
                     details={"rule_id": "k8s.unknown_kind"},
                 )
-            body = obj.body
             if namespaced:
                 given = obj.namespace
                 if given is not None and argument is not None and given != argument:
@@ -274,9 +277,10 @@ class KubernetesBackend:
                         hint="remove metadata.namespace from the manifest or call with the same namespace",
                         details={"rule_id": "k8s.namespace_mismatch"},
                     )
-                namespace = given or argument or self.settings.default_namespace
                 if given is None:
-                    body = {**body, "metadata": {**body.get("metadata", {}), "namespace": namespace}}
+                    namespace = argument or self.settings.default_namespace
+                    meta = {**obj.body.get("metadata", {}), "namespace": namespace}
+                    obj = replace(obj, namespace=namespace, body={**obj.body, "metadata": meta})
             else:
                 if obj.namespace is not None:
                     raise InvalidInput(
@@ -285,8 +289,7 @@ class KubernetesBackend:
                         hint="remove metadata.namespace from cluster-scoped objects",
                         details={"rule_id": "k8s.namespace_on_cluster_scoped"},
                     )
-                namespace = None
-            targets.append(_Target(obj=obj, namespace=namespace, body=manifest_json(_with_body(obj, body))))
+            targets.append(_Target(obj=obj, body=manifest_json(obj)))
         return targets
 
     def _plan_manifest(self, tool: str, arguments: Mapping[str, JsonValue]) -> PlannedCall:
@@ -319,7 +322,7 @@ class KubernetesBackend:
             )
         validate_objects(objects, kubernetes_version=self.settings.kubernetes_version)
         targets = self._reconcile(objects, namespace)
-        findings = check_objects([_with_body(t.obj, json.loads(t.body)) for t in targets])
+        findings = check_objects([t.obj for t in targets])
         secrets = sorted({s for t in targets for s in secret_strings(t.obj.body)})
         namespaces = sorted(
             {t.namespace for t in targets if t.namespace}
@@ -330,7 +333,7 @@ class KubernetesBackend:
         for t in targets:
             if t.namespace is None:
                 flags.add("cluster_scoped")
-                if refusal is None and not self._cluster_scoped_allowed(t.obj):
+                if refusal is None and not self._cluster_kind_allowed(t.obj.api_version, t.obj.kind):
                     refusal = Decision(
                         verdict=Verdict.DENY,
                         rule_id="k8s.cluster_scoped",
@@ -375,7 +378,7 @@ class KubernetesBackend:
         statement = (
             f"{'server-side apply' if write else 'server-side dry run of'} {count} object(s) on "
             f"{self.name} as field manager {self.settings.field_manager!r}:\n"
-            + "\n".join(f"{t.label} {_digest(json.loads(t.body))}" for t in targets)
+            + "\n".join(f"{t.label} {_digest(t.obj.body)}" for t in targets)
         )
         plan = Plan(
             effect="write" if write else "read",
@@ -423,14 +426,7 @@ class KubernetesBackend:
             )
         label = f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
         refusal = self._namespace_refusal([namespace] if namespace else [])
-        if (
-            refusal is None
-            and namespace is None
-            and not any(
-                fnmatchcase(kind, p) or fnmatchcase(f"{api_version.rpartition('/')[0]}/{kind}", p)
-                for p in self.settings.cluster_scoped_kinds
-            )
-        ):
+        if refusal is None and namespace is None and not self._cluster_kind_allowed(api_version, kind):
             refusal = Decision(
                 verdict=Verdict.DENY,
                 rule_id="k8s.cluster_scoped",
@@ -521,7 +517,7 @@ class KubernetesBackend:
             refusal is None
             and tool == "kubectl_get"
             and namespaced is False
-            and not self._kind_allowed_cluster(api_version, kind)
+            and not self._cluster_kind_allowed(api_version, kind)
         ):
             refusal = Decision(
                 verdict=Verdict.DENY,
@@ -546,13 +542,6 @@ class KubernetesBackend:
         )
         return PlannedCall(plan=plan, refusal=refusal, private=private)
 
-    def _kind_allowed_cluster(self, api_version: str, kind: str) -> bool:
-        group = api_version.rpartition("/")[0]
-        return any(
-            fnmatchcase(kind, p) or (group and fnmatchcase(f"{group}/{kind}", p))
-            for p in self.settings.cluster_scoped_kinds
-        )
-
     # -- dry run ---------------------------------------------------------------------------------------
     def _secrets(self, planned: PlannedCall) -> list[str]:
         return [*planned.private.get("secrets", ()), *self._credential_secrets]
@@ -570,19 +559,21 @@ class KubernetesBackend:
             out.append(res)
         return out
 
-    async def _dry_run(self, planned: PlannedCall) -> tuple[list[ObjectDiff], list[dict[str, Any] | None]]:
-        """Every object's live state and dry-run answer (no write is stored). Raises on the first error."""
+    async def _dry_run(
+        self, planned: PlannedCall
+    ) -> tuple[list[ObjectDiff], list[dict[str, Any] | None], list[ApiResource]]:
+        """Every object's diff, live state and resource (the dry run stores nothing). Raises on the
+        first error."""
         targets: list[_Target] = planned.private["targets"]
-        secrets = self._secrets(planned)
         resources = await self._resources(targets)
         diffs: list[ObjectDiff] = []
         lives: list[dict[str, Any] | None] = []
         for t, res in zip(targets, resources, strict=True):
             live = await self.api.get(res, t.namespace, t.obj.name)
-            answer = await self.api.apply(res, t.namespace, t.obj.name, t.body, dry_run=True, secrets=secrets)
+            answer = await self.api.apply(res, t.namespace, t.obj.name, t.body, dry_run=True)
             diffs.append(diff_object(label=t.label, kind=t.obj.kind, live=live, dry_run=answer))
             lives.append(live)
-        return diffs, lives
+        return diffs, lives, resources
 
     @staticmethod
     def _diff_digest(diffs: Sequence[ObjectDiff]) -> str:
@@ -599,7 +590,7 @@ class KubernetesBackend:
         if planned.private.get("op") not in ("apply", "dry_run"):
             return planned
         try:
-            diffs, _ = await self._dry_run(planned)
+            diffs, _, _ = await self._dry_run(planned)
         except BackendError as exc:
             raise self._scrubbed(planned, exc) from None
         digest = self._diff_digest(diffs)
@@ -638,21 +629,16 @@ class KubernetesBackend:
         if findings:
             lines.append(f"checks ({len(findings)} finding(s)):")
             lines += [f"  [{f.category}] {f.object} {f.path}: {f.message}" for f in findings[:30]]
-        text = "\n".join(lines)
-        for secret in sorted(set(self._secrets(planned)), key=len, reverse=True):
-            if len(secret) >= 4:
-                text = text.replace(secret, "[REDACTED:k8s-secret]")
-        return mask(text)
+        return mask(scrub("\n".join(lines), self._secrets(planned)))
 
     # -- execution -----------------------------------------------------------------------------------
     def _scrubbed(self, planned: PlannedCall, exc: BackendError) -> BackendError:
         """The error with every secret value of the manifest (and the credential) removed: API
         server messages may quote what they were sent."""
-        for secret in sorted(set(self._secrets(planned)), key=len, reverse=True):
-            if len(secret) >= 4:
-                exc.message = exc.message.replace(secret, "[REDACTED:k8s-secret]")
-                if exc.hint:
-                    exc.hint = exc.hint.replace(secret, "[REDACTED:k8s-secret]")
+        secrets = self._secrets(planned)
+        exc.message = scrub(exc.message, secrets)
+        if exc.hint:
+            exc.hint = scrub(exc.hint, secrets)
         return exc
 
     async def execute(self, planned: PlannedCall) -> TableResult:
@@ -678,7 +664,7 @@ class KubernetesBackend:
         raise InvalidInput("unknown operation")
 
     async def _apply(self, planned: PlannedCall, *, write: bool) -> TableResult:
-        diffs, lives = await self._dry_run(planned)
+        diffs, lives, resources = await self._dry_run(planned)
         bound = planned.private.get("diff_digest")
         if write and bound is not None and self._diff_digest(diffs) != bound:
             raise BackendRejected(
@@ -693,7 +679,7 @@ class KubernetesBackend:
                 [
                     d.label,
                     f"would {d.action}" if d.action != "unchanged" else "unchanged",
-                    [line.strip() for line in render_diff(d)[1:]],
+                    _change_lines(d),
                 ]
                 for d in diffs
             ]
@@ -704,21 +690,16 @@ class KubernetesBackend:
                 command_status=_counts("dry run", diffs),
             )
         targets: list[_Target] = planned.private["targets"]
-        resources = await self._resources(targets)
-        secrets = self._secrets(planned)
         done: list[str] = []
         for t, res, d, live in zip(targets, resources, diffs, lives, strict=True):
             body = t.body
-            version = (
-                (live or {}).get("metadata", {}).get("resourceVersion") if isinstance(live, dict) else None
-            )
+            version = _dict(_dict(live).get("metadata")).get("resourceVersion")
             if isinstance(version, str) and version:
                 # Precondition: the apply lands only on the object version the dry run saw.
-                doc = json.loads(body)
-                doc.setdefault("metadata", {})["resourceVersion"] = version
-                body = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+                meta = {**t.obj.body["metadata"], "resourceVersion": version}
+                body = manifest_json(replace(t.obj, body={**t.obj.body, "metadata": meta}))
             try:
-                await self.api.apply(res, t.namespace, t.obj.name, body, dry_run=False, secrets=secrets)
+                await self.api.apply(res, t.namespace, t.obj.name, body, dry_run=False)
             except BackendError as exc:
                 rest = len(targets) - len(done) - 1
                 exc.message = (
@@ -730,7 +711,7 @@ class KubernetesBackend:
                 raise
             done.append(t.label)
             action = {"create": "created", "change": "configured", "unchanged": "unchanged"}[d.action]
-            rows.append([d.label, action, [line.strip() for line in render_diff(d)[1:]]])
+            rows.append([d.label, action, _change_lines(d)])
         return TableResult(
             columns=_OBJECT_COLUMNS, rows=rows, row_count=len(rows), command_status=_counts("applied", diffs)
         )
@@ -894,18 +875,9 @@ def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _with_body(obj: KubeObject, body: dict[str, Any]) -> KubeObject:
-    meta = _dict(body.get("metadata"))
-    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
-    return KubeObject(
-        api_version=obj.api_version,
-        kind=obj.kind,
-        name=obj.name,
-        namespace=ns,
-        body=body,
-        index=obj.index,
-        source=obj.source,
-    )
+def _change_lines(diff: ObjectDiff) -> list[JsonValue]:
+    """A result row's changes: the rendered diff without its header line."""
+    return [line.strip() for line in render_diff(diff)[1:]]
 
 
 def _readable(item: dict[str, Any]) -> dict[str, Any]:
