@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 from tests.support.git_remote import GitRemote
-from tests.support.hoop import HoopSetup
+from tests.support.hoop import APPROVALS, STATIC_AGENT, HoopSetup, write_single_connection_config
 
 #: Reads anywhere; feature branches pushed freely; main and release branches need a maintainer;
 #: force pushes, deletions and tag overwrites need a maintainer too.
@@ -33,17 +32,6 @@ rules:
     when: {tools: [git_push], flags_any: [force_push, ref_delete, tag_overwrite]}
 """
 
-STATIC_AGENT = """\
-identity:
-  unsafe_static_principal: {subject: agent@example.com, groups: [agents]}
-"""
-
-APPROVALS = """\
-approvals:
-  agents: {groups: [agents]}
-  page_url: https://approvals.example.test
-"""
-
 
 def write_git_config(
     workdir: Path,
@@ -57,26 +45,19 @@ def write_git_config(
     token_env: str = "APP_GIT_TOKEN",  # noqa: S107 - the name of an env var, not a secret
 ) -> HoopSetup:
     """Config + policy in ``workdir``; the remote's token reaches the server as ``token_env``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "policy.yaml").write_text(policy)
-    conn_extra = textwrap.indent(textwrap.dedent(connection_extra), "    ") if connection_extra else ""
-    (workdir / "hoop-mcp.yaml").write_text(
-        "version: 1\n"
-        + identity
-        + textwrap.dedent(extra)
-        + "policy_files: [policy.yaml]\n"
-        + "audit: {sqlite_path: audit.db}\n"
-        + "connections:\n"
-        + "  app:\n"
-        + "    kind: git\n"
+    return write_single_connection_config(
+        workdir,
+        name="app",
+        connection="    kind: git\n"
         + "    description: the application repository\n"
         + f"    remote_url: {remote.url}\n"
         + f"    username: {remote.username}\n"
         + f"    token: {{env: {token_env}}}\n"
         + f"    workspace_roots: [{workspace}]\n"
-        + "    timeout_s: 30\n"
-        + conn_extra
-    )
-    return HoopSetup(
-        config_path=workdir / "hoop-mcp.yaml", environ={token_env: remote.token}, workdir=workdir
+        + "    timeout_s: 30\n",
+        policy=policy,
+        identity=identity,
+        extra=extra,
+        connection_extra=connection_extra,
+        environ={token_env: remote.token},
     )

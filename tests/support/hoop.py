@@ -80,6 +80,50 @@ def write_config(
     return HoopSetup(config_path=workdir / config_name, environ=env, workdir=workdir)
 
 
+#: An unsafe static principal in group ``agents`` (the git and kubernetes tests' caller).
+STATIC_AGENT = """\
+identity:
+  unsafe_static_principal: {subject: agent@example.com, groups: [agents]}
+"""
+
+#: Approvals configured (agents in group ``agents``), so ``review`` rules can hold calls.
+APPROVALS = """\
+approvals:
+  agents: {groups: [agents]}
+  page_url: https://approvals.example.test
+"""
+
+
+def write_single_connection_config(
+    workdir: Path,
+    *,
+    name: str,
+    connection: str,
+    policy: str,
+    identity: str,
+    extra: str,
+    connection_extra: str,
+    environ: dict[str, str],
+) -> HoopSetup:
+    """Config + policy in ``workdir`` with one connection ``name`` (``connection``: its keys,
+    indented four spaces) plus ``connection_extra`` keys."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "policy.yaml").write_text(policy)
+    conn_extra = textwrap.indent(textwrap.dedent(connection_extra), "    ") if connection_extra else ""
+    (workdir / "hoop-mcp.yaml").write_text(
+        "version: 1\n"
+        + identity
+        + textwrap.dedent(extra)
+        + "policy_files: [policy.yaml]\n"
+        + "audit: {sqlite_path: audit.db}\n"
+        + "connections:\n"
+        + f"  {name}:\n"
+        + connection
+        + conn_extra
+    )
+    return HoopSetup(config_path=workdir / "hoop-mcp.yaml", environ=environ, workdir=workdir)
+
+
 @asynccontextmanager
 async def hoop_server(setup: HoopSetup) -> AsyncIterator[tuple[HoopServer, Runtime]]:
     runtime = await open_runtime(setup.config_path, environ=setup.environ)

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-from tests.support.hoop import HoopSetup
+from tests.support.hoop import APPROVALS, STATIC_AGENT, HoopSetup, write_single_connection_config
 
 #: Reads and dry runs allowed; applies allowed in 'staging', confirmed elsewhere; escalation reviewed.
 KUBE_POLICY = (Path(__file__).resolve().parents[2] / "examples" / "policy-kubernetes.yaml").read_text()
-
-STATIC_AGENT = """\
-identity:
-  unsafe_static_principal: {subject: agent@example.com, groups: [agents]}
-"""
-
-APPROVALS = """\
-approvals:
-  agents: {groups: [agents]}
-  page_url: https://approvals.example.test
-"""
 
 
 def write_kube_config(
@@ -36,23 +24,18 @@ def write_kube_config(
     timeout_s: float = 10,
 ) -> HoopSetup:
     """Config + policy in ``workdir``; the cluster token reaches the server as ``token_env``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "policy.yaml").write_text(policy)
-    conn_extra = textwrap.indent(textwrap.dedent(connection_extra), "    ") if connection_extra else ""
-    (workdir / "hoop-mcp.yaml").write_text(
-        "version: 1\n"
-        + identity
-        + textwrap.dedent(extra)
-        + "policy_files: [policy.yaml]\n"
-        + "audit: {sqlite_path: audit.db}\n"
-        + "connections:\n"
-        + "  cluster:\n"
-        + "    kind: kubernetes\n"
+    return write_single_connection_config(
+        workdir,
+        name="cluster",
+        connection="    kind: kubernetes\n"
         + "    description: the test cluster\n"
         + f"    server: {server}\n"
         + f"    token: {{env: {token_env}}}\n"
         + (f"    ca_file: {ca_file}\n" if ca_file else "")
-        + f"    timeout_s: {timeout_s:g}\n"
-        + conn_extra
+        + f"    timeout_s: {timeout_s:g}\n",
+        policy=policy,
+        identity=identity,
+        extra=extra,
+        connection_extra=connection_extra,
+        environ={token_env: token},
     )
-    return HoopSetup(config_path=workdir / "hoop-mcp.yaml", environ={token_env: token}, workdir=workdir)
