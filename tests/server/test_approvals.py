@@ -4,20 +4,20 @@ OIDC token from a real issuer), a real PostgreSQL, the real approval store and a
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
-from mcp import types as mt
 
 from hoop_mcp.core.approvals import ApprovalState
 from hoop_mcp.core.errors import ConfigError
 from hoop_mcp.runtime import Runtime, open_runtime
-from tests.support.hoop import HoopSetup, hoop_server, write_config
+from tests.support.hoop import HoopSetup, write_config
+from tests.support.mcp_client import connected as _client
+from tests.support.mcp_client import reviewer
+from tests.support.mcp_client import tool_data as _data
+from tests.support.mcp_client import tool_text as _text
 from tests.support.oidc import OidcIssuer
 from tests.support.pg import ShopDb
 
@@ -64,32 +64,8 @@ def _as(setup: HoopSetup, token: str) -> HoopSetup:
     )
 
 
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
-
-
-def _data(result: mt.CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return result.structured_content
-
-
 def _order_exists(shop: ShopDb, order_id: int = 104) -> bool:
     return bool(shop.admin_query("SELECT 1 FROM orders WHERE id = %s", (order_id,)))
-
-
-@asynccontextmanager
-async def _client(setup: HoopSetup, **kwargs: Any) -> AsyncIterator[tuple[Client, Runtime]]:
-    async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp, **kwargs) as client:
-        yield client, runtime
-
-
-def reviewer(decision: str, reason: str, prompts: list[str]) -> Any:
-    async def cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-        prompts.append(params.message)
-        return mt.ElicitResult(action="accept", content={"decision": decision, "reason": reason})
-
-    return cb
 
 
 async def _records(runtime: Runtime) -> list[Any]:

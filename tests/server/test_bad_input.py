@@ -21,15 +21,12 @@ from hoop_mcp.demo_data import SENSITIVE_VALUES
 from hoop_mcp.runtime import Runtime
 from hoop_mcp.server.app import HoopServer
 from tests.support.hoop import ALLOW_ALL, hoop_server, write_config
+from tests.support.mcp_client import tool_text as _text
 from tests.support.pg import ShopDb
 
 pytestmark = pytest.mark.anyio
 
 HONEST_READ = "SELECT count(*) AS n FROM orders"
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 @asynccontextmanager

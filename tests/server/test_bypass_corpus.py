@@ -34,6 +34,7 @@ from hoop_mcp.backends.sql_classify import normalize_sql
 from hoop_mcp.demo_data import SENSITIVE_VALUES
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 from tests.support.hoop import hoop_server, write_config
+from tests.support.mcp_client import tool_text as _text
 from tests.support.pg import APP_ROLE, ShopDb, iter_shop
 
 pytestmark = pytest.mark.anyio
@@ -168,10 +169,6 @@ class CorpusRun:
     #: call_id -> (kind, sql) of its records, in order
     audit_calls: dict[str, list[tuple[str, str | None]]]
     elapsed_s: float
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 def _diff(before: dict[str, object], after: dict[str, object]) -> dict[str, tuple[object, object]]:

@@ -15,6 +15,7 @@ from mcp import types as mt
 
 from hoop_mcp.runtime import Runtime
 from tests.support.hoop import SHOP_MASKING, hoop_server, write_config
+from tests.support.mcp_client import tool_text as _text
 from tests.support.pg import ShopDb
 
 pytestmark = pytest.mark.anyio
@@ -32,10 +33,6 @@ rules:
 """
 
 MASKING_WITH_SKU = SHOP_MASKING + "    - {column: public.products.sku, strategy: partial, keep_last: 2}\n"
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 @asynccontextmanager

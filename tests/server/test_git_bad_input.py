@@ -9,17 +9,13 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp import types as mt
 
 from tests.support.git_remote import GitRemote, commit, run_git
 from tests.support.gitsetup import write_git_config
 from tests.support.hoop import HoopSetup, hoop_server
+from tests.support.mcp_client import tool_text as _text
 
 pytestmark = pytest.mark.anyio
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 def _records(setup: HoopSetup) -> int:

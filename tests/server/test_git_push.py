@@ -9,40 +9,21 @@ import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from mcp import Client
-from mcp import types as mt
 
-from hoop_mcp.runtime import Runtime
 from tests.support.git_remote import GitRemote, commit, run_git
 from tests.support.gitsetup import write_git_config
-from tests.support.hoop import HoopSetup, hoop_server
+from tests.support.hoop import HoopSetup
+from tests.support.mcp_client import connected as _client
+from tests.support.mcp_client import tool_data as _data
+from tests.support.mcp_client import tool_text as _text
 
 pytestmark = pytest.mark.anyio
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
-
-
-def _data(result: mt.CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-@asynccontextmanager
-async def _client(setup: HoopSetup, **kwargs: Any) -> AsyncIterator[tuple[Client, Runtime]]:
-    async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp, **kwargs) as client:
-        yield client, runtime
 
 
 def _pushes(remote: GitRemote) -> list[str]:

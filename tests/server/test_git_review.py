@@ -3,33 +3,21 @@ lands after approval, and is refused when the branch moved after it was approved
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
-from mcp import types as mt
 
-from hoop_mcp.runtime import Runtime
 from tests.support.git_remote import GitRemote, commit
 from tests.support.gitsetup import APPROVALS, write_git_config
-from tests.support.hoop import HoopSetup, hoop_server
+from tests.support.hoop import HoopSetup
+from tests.support.mcp_client import connected as _client
+from tests.support.mcp_client import reviewer
+from tests.support.mcp_client import tool_data as _data
+from tests.support.mcp_client import tool_text as _text
 from tests.support.oidc import OidcIssuer
 
 pytestmark = pytest.mark.anyio
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
-
-
-def _data(result: mt.CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def _setup(tmp_path: Path, remote: GitRemote, issuer: OidcIssuer, workspace: Path) -> HoopSetup:
@@ -47,20 +35,6 @@ def _as(setup: HoopSetup, token: str) -> HoopSetup:
     return HoopSetup(
         config_path=setup.config_path, environ={**setup.environ, "HOOP_TOKEN": token}, workdir=setup.workdir
     )
-
-
-def reviewer(decision: str, reason: str, prompts: list[str]) -> Any:
-    async def cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-        prompts.append(params.message)
-        return mt.ElicitResult(action="accept", content={"decision": decision, "reason": reason})
-
-    return cb
-
-
-@asynccontextmanager
-async def _client(setup: HoopSetup, **kwargs: Any) -> AsyncIterator[tuple[Client, Runtime]]:
-    async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp, **kwargs) as client:
-        yield client, runtime
 
 
 async def test_a_push_to_a_protected_branch_is_held_and_lands_after_a_maintainer_approves(

@@ -7,20 +7,21 @@ import base64
 import json
 import sqlite3
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
 from mcp import types as mt
 
-from hoop_mcp.runtime import Runtime
-from tests.support.hoop import HoopSetup, hoop_server
+from tests.support.hoop import HoopSetup
 from tests.support.kube import KubeEmulator, conflict_status, forbidden_status
 from tests.support.kubesetup import write_kube_config
+from tests.support.mcp_client import confirming as accept
+from tests.support.mcp_client import connected as _client
+from tests.support.mcp_client import declining as decline
+from tests.support.mcp_client import tool_data as _data
+from tests.support.mcp_client import tool_text as _text
 
 pytestmark = pytest.mark.anyio
 
@@ -65,41 +66,13 @@ data: {mode: fast}
 """
 
 
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
-
-
-def _data(result: mt.CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return result.structured_content
-
-
 def _setup(tmp_path: Path, kube: KubeEmulator, **kwargs: Any) -> HoopSetup:
     return write_kube_config(tmp_path / "hoop", server=kube.url, token=kube.token, **kwargs)
-
-
-@asynccontextmanager
-async def _client(setup: HoopSetup, **kwargs: Any) -> AsyncIterator[tuple[Client, Runtime]]:
-    async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp, **kwargs) as client:
-        yield client, runtime
 
 
 def _audit_text(setup: HoopSetup) -> str:
     with sqlite3.connect(setup.workdir / "audit.db") as db:
         return "\n".join(str(row) for row in db.execute("SELECT * FROM audit_records"))
-
-
-def accept(prompts: list[str]) -> Any:
-    async def cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-        prompts.append(params.message)
-        return mt.ElicitResult(action="accept", content={"confirm": True, "comment": "ok"})
-
-    return cb
-
-
-async def decline(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-    return mt.ElicitResult(action="decline")
 
 
 async def test_an_allowed_apply_dry_runs_every_object_first_then_applies_with_the_field_manager(

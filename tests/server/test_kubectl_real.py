@@ -9,49 +9,24 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
-from mcp import types as mt
 
 from hoop_mcp.backends.k8s_diff import diff_object, render_diff
-from hoop_mcp.runtime import Runtime
-from tests.support.hoop import HoopSetup, hoop_server
+from tests.support.hoop import HoopSetup
 from tests.support.kube_real import RealKube
 from tests.support.kubesetup import write_kube_config
+from tests.support.mcp_client import confirming as accept
+from tests.support.mcp_client import connected as _client
+from tests.support.mcp_client import tool_data as _data
+from tests.support.mcp_client import tool_text as _text
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_k8s]
 
 WRITE_VERBS = ["get", "list", "create", "patch", "update"]
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
-
-
-def _data(result: mt.CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def accept(prompts: list[str]) -> Any:
-    async def cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-        prompts.append(params.message)
-        return mt.ElicitResult(action="accept", content={"confirm": True, "comment": "ok"})
-
-    return cb
-
-
-@asynccontextmanager
-async def _client(setup: HoopSetup, **kwargs: Any) -> AsyncIterator[tuple[Client, Runtime]]:
-    async with hoop_server(setup) as (hoop, runtime), Client(hoop.mcp, **kwargs) as client:
-        yield client, runtime
 
 
 def _setup(tmp_path: Path, kube: RealKube) -> HoopSetup:

@@ -36,6 +36,7 @@ from mcp import types as mt
 from hoop_mcp.demo_data import CUSTOMERS
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 from tests.support.hoop import hoop_server, write_config
+from tests.support.mcp_client import tool_text as _text
 from tests.support.pg import ShopDb, iter_shop
 
 pytestmark = pytest.mark.anyio
@@ -332,10 +333,6 @@ async def results(
             with anyio.fail_after(30):
                 out[c.id] = await client.call_tool("query_db", {"connection": "shop", "sql": c.sql})
     return out
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 def test_the_suite_has_at_least_45_distinct_queries() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -15,29 +14,16 @@ from mcp.shared.exceptions import MCPError
 from hoop_mcp.demo_data import CUSTOMERS, SENSITIVE_VALUES
 from hoop_mcp.server.app import HoopServer
 from tests.support.hoop import SHOP_MASKING, hoop_server, write_config
+from tests.support.mcp_client import confirming as accept
+from tests.support.mcp_client import declining as decline_cb
+from tests.support.mcp_client import tool_text as _text
 from tests.support.pg import ShopDb
 
 pytestmark = pytest.mark.anyio
 
 
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
-
-
 def _everything(result: mt.CallToolResult) -> str:
     return _text(result) + json.dumps(result.structured_content or {})
-
-
-def accept(answers: list[str]) -> Any:
-    async def cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-        answers.append(params.message)
-        return mt.ElicitResult(action="accept", content={"confirm": True, "comment": "ok"})
-
-    return cb
-
-
-async def decline_cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-    return mt.ElicitResult(action="decline")
 
 
 async def test_an_allowed_read_returns_rows_with_pii_masked(shop: ShopDb, tmp_path: Path) -> None:

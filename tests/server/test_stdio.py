@@ -18,6 +18,8 @@ from mcp.client.stdio import stdio_client
 from hoop_mcp.core.audit import AuditRecord
 from hoop_mcp.stores.sqlite import SqliteAuditLog
 from tests.support.hoop import HoopSetup, write_config
+from tests.support.mcp_client import confirming
+from tests.support.mcp_client import tool_text as _text
 from tests.support.oidc import OidcIssuer, new_rsa_key
 from tests.support.pg import ShopDb
 
@@ -34,10 +36,6 @@ rules:
     verdict: allow
     when: {groups: [analysts], effects: [read], flags_only: [explain_analyze]}
 """
-
-
-def _text(result: mt.CallToolResult) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 def oidc_setup(tmp_path: Path, shop: ShopDb, issuer: OidcIssuer, *, policy: str | None = None) -> HoopSetup:
@@ -77,11 +75,7 @@ async def call(client: Client, sql: str) -> mt.CallToolResult:
 
 
 def accept(prompts: list[str]) -> Any:
-    async def cb(context: Any, params: mt.ElicitRequestParams) -> mt.ElicitResult:
-        prompts.append(params.message)
-        return mt.ElicitResult(action="accept", content={"confirm": True, "comment": "over stdio"})
-
-    return cb
+    return confirming(prompts, comment="over stdio")
 
 
 async def test_a_valid_token_reads_and_the_record_names_its_subject_and_groups(
