@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from mcp import Client  # noqa: E402
 from tests.support.hoop import hoop_server  # noqa: E402
 from tests.support.kube import APPLY_CONTENT_TYPE, KubeEmulator, running_kube_emulator  # noqa: E402
 from tests.support.kubesetup import write_kube_config  # noqa: E402
+from timing import instrument, median_ms  # noqa: E402
 
 from hoop_mcp.backends.k8s_checks import check_objects  # noqa: E402
 from hoop_mcp.backends.k8s_manifest import parse_manifest  # noqa: E402
@@ -202,10 +202,6 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
 # -- throughput ----------------------------------------------------------------------------------
 
 
-def _median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
 def _p95_ms(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000
@@ -352,25 +348,14 @@ def _instrument() -> dict[str, list[float]]:
     from hoop_mcp.backends import kubernetes as k8s_backend
     from hoop_mcp.core import pipeline
 
-    timings: dict[str, list[float]] = {}
-
-    def wrap(owner: Any, name: str, label: str) -> None:
-        original: Callable[..., Awaitable[Any]] = getattr(owner, name)
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                timings.setdefault(label, []).append(time.perf_counter() - start)
-
-        setattr(owner, name, timed)
-
-    wrap(pipeline.Pipeline, "prepare", "prepare")
-    wrap(pipeline.Pipeline, "_record", "record")
-    wrap(k8s_backend.KubernetesBackend, "execute", "execute")
-    wrap(k8s_api.KubeApi, "_send", "send")
-    return timings
+    return instrument(
+        [
+            (pipeline.Pipeline, "prepare", "prepare"),
+            (pipeline.Pipeline, "_record", "record"),
+            (k8s_backend.KubernetesBackend, "execute", "execute"),
+            (k8s_api.KubeApi, "_send", "send"),
+        ]
+    )
 
 
 async def _bench_apply(kube: KubeEmulator, iterations: int, timings: dict[str, list[float]]) -> None:
@@ -406,7 +391,7 @@ async def _bench_apply(kube: KubeEmulator, iterations: int, timings: dict[str, l
     assert cm is not None, "kubectl_apply stored nothing"
     assert cm["data"]["mode"] == f"v{warmup + iterations - 1}", "the last kubectl_apply did not land"
 
-    d, h = _median_ms(direct_s), _median_ms(hoop_s)
+    d, h = median_ms(direct_s), median_ms(hoop_s)
     print(
         f"apply latency: 3 objects (Deployment, Service, ConfigMap), {iterations} iterations per path"
         " (alternating), emulator over HTTP on loopback"
@@ -414,7 +399,7 @@ async def _bench_apply(kube: KubeEmulator, iterations: int, timings: dict[str, l
     print(f"  raw client (GET + dry-run + apply, x3):   median {d:7.2f} ms   p95 {_p95_ms(direct_s):7.2f} ms")
     print(f"  kubectl_apply (MCP, pipeline):            median {h:7.2f} ms   p95 {_p95_ms(hoop_s):7.2f} ms")
     print(f"  ratio kubectl_apply / raw client:         {h / d:5.2f}x  (+{h - d:.2f} ms)")
-    per = {k: _median_ms(v) for k, v in timings.items()}
+    per = {k: median_ms(v) for k, v in timings.items()}
     records = len(timings.get("record", [])) / max(iterations, 1)
     sends = len(timings.get("send", [])) / max(iterations, 1)
     inside = per.get("prepare", 0) + per.get("record", 0) * records + per.get("execute", 0)

@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import psycopg
 from mcp import Client
+from timing import instrument, median_ms
 
 from hoop_mcp.embedded_pg import EmbeddedPostgres
 from hoop_mcp.runtime import open_runtime
@@ -55,10 +54,6 @@ QUERIES = {
     "1 row": "SELECT id, name, email, ssn, city, score, created_at, notes FROM people WHERE id = 42",
     "1000 rows x 8 cols": "SELECT id, name, email, ssn, city, score, created_at, notes FROM people ORDER BY id",
 }
-
-
-def _median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
 
 
 async def bench(iterations: int, timings: dict[str, list[float]] | None = None) -> None:
@@ -112,11 +107,11 @@ async def bench(iterations: int, timings: dict[str, list[float]] | None = None) 
                                 )
                                 hoop_s.append(time.perf_counter() - t0)
                                 assert not res.is_error, res.content
-                            d, h = _median_ms(direct_s), _median_ms(hoop_s)
+                            d, h = median_ms(direct_s), median_ms(hoop_s)
                             print(f"{label:<22}{d:>12.2f}{h:>13.2f}{h - d:>10.2f}{h / d:>8.1f}")
                             if timings is not None:
                                 for stage, samples in timings.items():
-                                    print(f"    {stage:<55}{_median_ms(samples):>8.2f} ms")
+                                    print(f"    {stage:<55}{median_ms(samples):>8.2f} ms")
                                 timings.clear()
             finally:
                 await runtime.aclose()
@@ -129,25 +124,14 @@ def _instrument() -> dict[str, list[float]]:
     from hoop_mcp.backends import postgres
     from hoop_mcp.core import pipeline
 
-    timings: dict[str, list[float]] = {}
-
-    def wrap(owner: Any, name: str, label: str) -> None:
-        original = getattr(owner, name)
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                timings.setdefault(label, []).append(time.perf_counter() - start)
-
-        setattr(owner, name, timed)
-
-    wrap(pipeline.Pipeline, "prepare", "prepare (identity, parse, classify, policy, render)")
-    wrap(pipeline.Pipeline, "_record", "one durable audit append (x2 per call)")
-    wrap(postgres.PostgresBackend, "execute", "backend execute (5 round trips incl. pool reset)")
-    wrap(pipeline.Pipeline, "run", "run (records + execute + mask)")
-    return timings
+    return instrument(
+        [
+            (pipeline.Pipeline, "prepare", "prepare (identity, parse, classify, policy, render)"),
+            (pipeline.Pipeline, "_record", "one durable audit append (x2 per call)"),
+            (postgres.PostgresBackend, "execute", "backend execute (5 round trips incl. pool reset)"),
+            (pipeline.Pipeline, "run", "run (records + execute + mask)"),
+        ]
+    )
 
 
 def main() -> None:
