@@ -592,3 +592,28 @@ async def test_an_unparseable_manifest_is_recorded_only_as_its_size_and_digest(
     assert password not in audit
     assert password not in _text(result)
     assert kube_emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"kind": "Deployment", "name": "../../secrets", "namespace": "staging"},
+        {"kind": "Deployment", "name": "web/scale", "namespace": "staging"},
+        {"kind": "Deployment", "name": "..", "namespace": "staging"},
+        {"kind": "Deployment", "name": "web%2Fscale", "namespace": "staging"},
+        {"kind": "Deployment", "namespace": "staging", "label_selector": "app=web&watch=true"},
+        {"kind": "Deployment", "namespace": "staging", "label_selector": "app=web#x"},
+        {"kind": "Deployment", "namespace": "Staging"},
+        {"kind": "Deployment", "namespace": "staging/../kube-system"},
+        {"kind": "Deployment", "name": "we\x00b", "namespace": "staging"},
+    ],
+)
+async def test_hostile_read_arguments_are_refused_before_any_request(
+    tmp_path: Path, kube_emulator: KubeEmulator, arguments: dict[str, Any]
+) -> None:
+    setup = _setup(tmp_path, kube_emulator)
+    async with _client(setup) as (client, _):
+        with anyio.fail_after(30):
+            result = await client.call_tool("kubectl_get", arguments)
+    assert result.is_error
+    assert kube_emulator.requests == []

@@ -35,7 +35,7 @@ from yaml.events import (
 from hoop_mcp.backends.k8s_objects import KubeObject
 from hoop_mcp.core.errors import InvalidInput
 
-__all__ = ["manifest_json", "parse_manifest"]
+__all__ = ["is_dns1123_label", "manifest_json", "parse_manifest"]
 
 try:  # libyaml: fast and non-recursive.
     from yaml._yaml import CParser as _Parser
@@ -576,6 +576,11 @@ _SUBDOMAIN_KINDS = {
     ("apiextensions.k8s.io", "CustomResourceDefinition"),
 }
 _CRONJOB_NAME_MAX = 52  # the Job names it creates get an 11-character suffix
+
+
+def is_dns1123_label(name: str) -> bool:
+    """A namespace (or container) name: at most 63 lowercase letters, digits and '-'."""
+    return len(name) <= 63 and _DNS1123_LABEL.fullmatch(name) is not None
 
 
 def _name_problem(group: str, kind: str, name: str) -> str | None:

@@ -27,7 +27,7 @@ from pydantic import JsonValue
 from hoop_mcp.backends.k8s_api import ApiResource, KubeApi
 from hoop_mcp.backends.k8s_checks import Finding, check_objects
 from hoop_mcp.backends.k8s_diff import ObjectDiff, diff_object, render_diff
-from hoop_mcp.backends.k8s_manifest import manifest_json, parse_manifest
+from hoop_mcp.backends.k8s_manifest import is_dns1123_label, manifest_json, parse_manifest
 from hoop_mcp.backends.k8s_mask import mask_object, scrub, secret_strings
 from hoop_mcp.backends.k8s_objects import KubeObject
 from hoop_mcp.backends.k8s_validate import is_namespaced, validate_objects
@@ -174,7 +174,7 @@ def _int_arg(arguments: Mapping[str, JsonValue], key: str, *, low: int, high: in
 
 
 def _dns_label(value: str, what: str) -> str:
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+    if not is_dns1123_label(value):
         raise InvalidInput(
             f"{what} {value[:80]!r} is not a valid name (lower-case letters, digits and '-', at most 63)",
             details={"rule_id": "k8s.invalid_name"},
@@ -183,9 +183,8 @@ def _dns_label(value: str, what: str) -> str:
 
 
 def _object_name(value: str, what: str) -> str:
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value) and not (
-        re.fullmatch(r"[^/%]{1,253}", value) and value not in (".", "..")
-    ):
+    # The rule every object name follows (a path segment); kind-specific rules are the server's.
+    if not re.fullmatch(r"[^/%]{1,253}", value) or value in (".", ".."):
         raise InvalidInput(
             f"{what} {value[:80]!r} is not a valid object name", details={"rule_id": "k8s.invalid_name"}
         )
@@ -196,7 +195,7 @@ def _selector(value: str | None, what: str) -> str | None:
     if value is None:
         return None
     # Equality- and set-based selectors: keys, values, operators; nothing that could smuggle params.
-    if not re.fullmatch(r"[A-Za-z0-9_./,=!() -]{1,1000}", value.replace(" in ", " in ")) or "&" in value:
+    if not re.fullmatch(r"[A-Za-z0-9_./,=!() -]{1,1000}", value):
         raise InvalidInput(
             f"{what} {value[:80]!r} is not a valid selector (e.g. 'app=web,tier!=cache')",
             details={"rule_id": "k8s.invalid_selector"},
